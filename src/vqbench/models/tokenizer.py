@@ -1,0 +1,36 @@
+"""The tokenizer: Encoder -> 1x1 conv to codebook.dim -> Quantizer -> 1x1 conv back -> Decoder."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from vqbench.quantizers.base import Quantizer, QuantizerOutput
+
+
+class Tokenizer(nn.Module):
+    """An image autoencoder with a discrete bottleneck.
+
+    ``encoder`` must expose ``out_channels`` and ``decoder`` ``in_channels``; the 1x1 convolutions map between those
+    and the quantizer's ``dim`` so that ``codebook.dim`` can be swept without touching the architecture.
+    """
+
+    def __init__(self, encoder: nn.Module, quantizer: Quantizer, decoder: nn.Module):
+        super().__init__()
+        self.encoder = encoder
+        self.pre_quant = nn.Conv2d(encoder.out_channels, quantizer.dim, 1)
+        self.quantizer = quantizer
+        self.post_quant = nn.Conv2d(quantizer.dim, decoder.in_channels, 1)
+        self.decoder = decoder
+
+    def encode(self, images: Tensor) -> QuantizerOutput:
+        return self.quantizer(self.pre_quant(self.encoder(images)))
+
+    def decode(self, codes: Tensor) -> Tensor:
+        return self.decoder(self.post_quant(codes))
+
+    def decode_indices(self, indices: Tensor) -> Tensor:
+        return self.decode(self.quantizer.indices_to_codes(indices))
+
+    def forward(self, images: Tensor) -> tuple[Tensor, QuantizerOutput]:
+        quantized = self.encode(images)
+        return self.decode(quantized.codes), quantized

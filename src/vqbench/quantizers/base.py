@@ -1,0 +1,77 @@
+"""The contract every quantizer follows.
+
+A quantizer maps encoder vectors ``z`` (B x d x H x W) to straight-through codes of the same shape, the token ids
+that name them, and a dict of *unweighted* auxiliary losses. The loss weights live in the config, so the same
+module serves every recipe. Internals always run in fp32, also under bf16/fp16 autocast: rounding and
+nearest-neighbour search in half precision silently change which code is picked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass
+class QuantizerOutput:
+    """What ``Quantizer.forward`` returns.
+
+    codes: B x d x H x W, straight-through (gradient reaches z), in the dtype of the input.
+    indices: B x H x W integer token ids (B x H x W x R for residual, B x H x W x d' for the lattice).
+    losses: named, unweighted scalar terms such as ``codebook``, ``commitment``, ``entropy``.
+    """
+
+    codes: Tensor
+    indices: Tensor
+    losses: dict[str, Tensor] = field(default_factory=dict)
+
+
+class Quantizer(nn.Module):
+    """Base class: handles the layout and the fp32 island; subclasses implement ``quantize`` on N x d rows."""
+
+    #: Number of distinct tokens, or None where the set of tokens is unbounded (the lattice).
+    codebook_size: int | None = None
+
+    def __init__(self, dim: int):
+        super().__init__()
+        if dim < 1:
+            raise ValueError(f"codebook.dim must be a positive integer, got {dim}")
+        self.dim = dim
+
+    def forward(self, z: Tensor) -> QuantizerOutput:
+        if z.dim() != 4 or z.shape[1] != self.dim:
+            raise ValueError(f"expected z of shape B x {self.dim} x H x W, got {tuple(z.shape)}")
+        b, d, h, w = z.shape
+        rows = z.permute(0, 2, 3, 1).reshape(-1, d)
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            codes, indices, losses = self.quantize(rows.float())
+        codes = codes.reshape(b, h, w, d).permute(0, 3, 1, 2).to(z.dtype)
+        indices = indices.reshape(b, h, w, *indices.shape[1:])
+        return QuantizerOutput(codes=codes, indices=indices, losses=losses)
+
+    def quantize(self, z: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """Quantize N x d fp32 rows. Returns (straight-through codes N x d, indices N[...], losses)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def indices_to_codes(self, indices: Tensor) -> Tensor:
+        """Token ids (B x H x W[...]) -> the B x d x H x W vectors the decoder consumes."""
+        b, h, w = indices.shape[:3]
+        rows = self.lookup(indices.reshape(b * h * w, *indices.shape[3:]))
+        return rows.reshape(b, h, w, self.dim).permute(0, 3, 1, 2)
+
+    def lookup(self, indices: Tensor) -> Tensor:
+        """Flat token ids -> N x d code vectors."""
+        raise NotImplementedError
+
+
+def straight_through(z: Tensor, q: Tensor) -> Tensor:
+    """q in the forward pass, identity gradient to z in the backward pass: z + sg(q - z)."""
+    return z + (q - z).detach()
+
+
+def round_ste(x: Tensor) -> Tensor:
+    """round(x) forward, identity gradient backward."""
+    return x + (torch.round(x) - x).detach()

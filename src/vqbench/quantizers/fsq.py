@@ -1,0 +1,117 @@
+"""Finite scalar quantization (FSQ) and its simple [0, 1] variant.
+
+Mentzer et al. 2023, "Finite Scalar Quantization: VQ-VAE Made Simple", sec. 3 and appendix A.1. Each of the
+len(levels) channels is bounded and rounded to one of L_i integers; the implicit codebook is their product:
+
+    half = (L - 1)(1 + 1e-3) / 2,  offset = 0.5 if L even else 0,  shift = atanh(offset / half)
+    bound(z) = tanh(z + shift) * half - offset
+    q = round_ste(bound(z)) / (L // 2)
+    index = sum_i (round(bound(z_i)) + L_i // 2) * prod_{j<i} L_j        (mixed radix)
+
+There is no auxiliary loss. ``codebook.dim`` vectors are projected to len(levels) channels and back by linear maps
+(identity when the two agree). When no levels are given they come from the paper's table for the codebook size.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from vqbench.quantizers.base import Quantizer, round_ste
+
+#: Recommended levels per codebook size (Mentzer et al. 2023, table 1).
+LEVELS_FOR_SIZE = {
+    2**8: [8, 6, 5],
+    2**9: [8, 8, 8],
+    2**10: [8, 5, 5, 5],
+    2**11: [8, 8, 6, 5],
+    2**12: [7, 5, 5, 5, 5],
+    2**14: [8, 8, 8, 6, 5],
+    2**16: [8, 8, 8, 5, 5, 5],
+}
+
+
+def levels_for_codebook_size(codebook_size: int) -> list[int]:
+    if codebook_size not in LEVELS_FOR_SIZE:
+        sizes = ", ".join(str(k) for k in LEVELS_FOR_SIZE)
+        raise ValueError(
+            f"FSQ has no recommended levels for codebook.size={codebook_size}; use one of {sizes} "
+            f"or give the levels explicitly, e.g. quantizer.levels=[8,5,5,5]"
+        )
+    return list(LEVELS_FOR_SIZE[codebook_size])
+
+
+def _projection(dim_in: int, dim_out: int) -> nn.Module:
+    return nn.Identity() if dim_in == dim_out else nn.Linear(dim_in, dim_out)
+
+
+class _ScalarQuantizer(Quantizer):
+    """Shared plumbing: projection to len(levels) channels, mixed-radix indices, projection back."""
+
+    def __init__(self, dim: int, levels: list[int] | None, codebook_size: int | None):
+        super().__init__(dim)
+        levels = list(levels) if levels else levels_for_codebook_size(codebook_size)
+        if any(int(level) < 2 for level in levels):
+            raise ValueError(f"every FSQ level must be an integer >= 2, got quantizer.levels={levels}")
+        self.levels = [int(level) for level in levels]
+        self.codebook_size = math.prod(self.levels)
+        self.register_buffer("_levels", torch.tensor(self.levels, dtype=torch.long), persistent=False)
+        basis = torch.cumprod(torch.tensor([1] + self.levels[:-1], dtype=torch.long), dim=0)
+        self.register_buffer("_basis", basis, persistent=False)
+        self.project_in = _projection(dim, len(self.levels))
+        self.project_out = _projection(len(self.levels), dim)
+
+    def quantize(self, z: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        digits, codes = self.digits_and_codes(self.project_in(z))
+        indices = (digits * self._basis).sum(dim=1)
+        return self.project_out(codes), indices, {}
+
+    def lookup(self, indices: Tensor) -> Tensor:
+        digits = torch.div(indices.unsqueeze(1), self._basis, rounding_mode="floor") % self._levels
+        return self.project_out(self.digits_to_codes(digits))
+
+    def digits_and_codes(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def digits_to_codes(self, digits: Tensor) -> Tensor:
+        raise NotImplementedError
+
+
+class FSQ(_ScalarQuantizer):
+    def __init__(self, dim: int, levels: list[int] | None = None, codebook_size: int | None = None):
+        super().__init__(dim, levels, codebook_size)
+        levels_f = torch.tensor(self.levels, dtype=torch.float64)
+        half = (levels_f - 1) * (1 + 1e-3) / 2
+        offset = torch.where(levels_f % 2 == 0, 0.5, 0.0)
+        self.register_buffer("_half", half.float(), persistent=False)
+        self.register_buffer("_offset", offset.float(), persistent=False)
+        self.register_buffer("_shift", torch.atanh(offset / half).float(), persistent=False)
+        self.register_buffer("_half_width", (self._levels // 2).float(), persistent=False)
+
+    def bound(self, z: Tensor) -> Tensor:
+        return torch.tanh(z + self._shift) * self._half - self._offset
+
+    def digits_and_codes(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        rounded = round_ste(self.bound(z))
+        digits = rounded.detach().long() + self._levels // 2
+        return digits, rounded / self._half_width
+
+    def digits_to_codes(self, digits: Tensor) -> Tensor:
+        return (digits - self._levels // 2).float() / self._half_width
+
+
+class SimpleFSQ(_ScalarQuantizer):
+    """FSQ on [0, 1]:  n = round_ste((L - 1) sigmoid(z)),  code = n / (L - 1)."""
+
+    def __init__(self, dim: int, levels: list[int] | None = None, codebook_size: int | None = None):
+        super().__init__(dim, levels, codebook_size)
+
+    def digits_and_codes(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        steps = (self._levels - 1).float()
+        n = round_ste(steps * torch.sigmoid(z))
+        return n.detach().long(), n / steps
+
+    def digits_to_codes(self, digits: Tensor) -> Tensor:
+        return digits.float() / (self._levels - 1).float()
