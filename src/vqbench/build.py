@@ -1,0 +1,68 @@
+"""Turns a composed config into objects: quantizer (+ its loss weights), tokenizer, data module.
+
+This is the only place that knows how config keys map to constructor arguments, and it is where bad values are
+caught and reported with the fix, before any training starts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from vqbench.errors import ConfigError
+from vqbench.models.tokenizer import Tokenizer
+from vqbench.quantizers.base import Quantizer
+
+WEIGHT_SUFFIX = "_weight"
+
+
+def _instantiate(node: Any, what: str, **kwargs) -> Any:
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as error:
+        cause = error.__cause__
+        if isinstance(cause, (ValueError, TypeError)):
+            raise ConfigError(f"{what}: {cause}") from None
+        raise
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Checks the values that every run depends on; raises ConfigError naming the key and the valid range."""
+    for key in ("codebook.size", "codebook.dim", "data.batch_size", "data.resolution", "data.channels"):
+        value = OmegaConf.select(cfg, key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"{key} must be a positive integer, got {value!r}")
+    if not isinstance(cfg.codebook.l2_norm, bool):
+        raise ConfigError(f"codebook.l2_norm must be true or false, got {cfg.codebook.l2_norm!r}")
+    for key, value in cfg.quantizer.items():
+        if key.endswith(WEIGHT_SUFFIX) and (not isinstance(value, (int, float)) or value < 0):
+            raise ConfigError(f"quantizer.{key} must be a non-negative number, got {value!r}")
+    if cfg.loss.reconstruction not in ("mse", "l1"):
+        raise ConfigError(f"loss.reconstruction must be one of mse, l1; got {cfg.loss.reconstruction!r}")
+
+
+def build_quantizer(quantizer_cfg: DictConfig) -> tuple[Quantizer, dict[str, float]]:
+    """The quantizer and the weights of its named losses.
+
+    Keys ending in ``_weight`` are loss weights (``commitment_weight`` weighs the ``commitment`` term); they are not
+    constructor arguments. A zero entropy weight also switches off computing that term.
+    """
+    kwargs = OmegaConf.to_container(quantizer_cfg, resolve=True)
+    weights = {k[: -len(WEIGHT_SUFFIX)]: float(kwargs.pop(k)) for k in list(kwargs) if k.endswith(WEIGHT_SUFFIX)}
+    if "entropy" in weights:
+        kwargs["compute_entropy"] = weights["entropy"] > 0
+    return _instantiate(kwargs, "quantizer"), weights
+
+
+def build_tokenizer(cfg: DictConfig) -> tuple[Tokenizer, dict[str, float]]:
+    quantizer, weights = build_quantizer(cfg.quantizer)
+    encoder = _instantiate(cfg.model.encoder, "model.encoder")
+    decoder = _instantiate(cfg.model.decoder, "model.decoder")
+    return Tokenizer(encoder, quantizer, decoder), weights
+
+
+def build_datamodule(cfg: DictConfig):
+    return _instantiate(cfg.data, "data")

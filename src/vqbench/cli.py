@@ -1,0 +1,187 @@
+"""What ``run.py`` does with a composed config: train (default) or evaluate (``+eval=true ckpt=PATH``)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import TensorBoardLogger
+from omegaconf import DictConfig, OmegaConf
+
+from vqbench.build import build_datamodule, build_tokenizer, check_config
+from vqbench.errors import CheckpointError, ConfigError, VqbenchError
+from vqbench.results import format_table, write_metrics
+from vqbench.training.callbacks import CodeUsageHistogram, ReconstructionGrid
+from vqbench.training.module import TokenizerModule
+
+log = logging.getLogger("vqbench")
+
+#: Config nodes an evaluation may take from the command line; everything else comes from the checkpoint.
+EVAL_OVERRIDABLE = ("data", "metrics", "trainer", "seed")
+#: Nodes that define the trained network: overriding them at evaluation time cannot match the weights.
+EVAL_FROZEN = ("model", "quantizer", "codebook")
+
+
+def run(cfg: DictConfig) -> dict[str, float]:
+    """Entry point behind run.py. User errors end the process with one line naming the problem and the fix."""
+    try:
+        if cfg.get("eval", False):
+            return evaluate(cfg)
+        return train(cfg)
+    except VqbenchError as error:
+        log.error("%s", error)
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _output_dir() -> Path:
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+def _task_overrides() -> list[str]:
+    return list(HydraConfig.get().overrides.task)
+
+
+def _module(cfg: DictConfig) -> TokenizerModule:
+    tokenizer, weights = build_tokenizer(cfg)
+    return TokenizerModule(
+        tokenizer,
+        loss_weights=weights,
+        reconstruction_loss=cfg.loss.reconstruction,
+        lr=cfg.optimizer.lr,
+        betas=tuple(cfg.optimizer.betas),
+        weight_decay=cfg.optimizer.weight_decay,
+        config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
+    )
+
+
+def _plain(metrics: dict) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items()}
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    check_config(cfg)
+    out = _output_dir()
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = build_datamodule(cfg)
+    module = _module(cfg)
+    checkpoints = ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, save_top_k=0)
+    trainer = L.Trainer(
+        **OmegaConf.to_container(cfg.trainer, resolve=True),
+        default_root_dir=out,
+        logger=TensorBoardLogger(save_dir=out, name="tensorboard", version="", default_hp_metric=False),
+        callbacks=[checkpoints, ReconstructionGrid(cfg.metrics.grid_images), CodeUsageHistogram()],
+    )
+    if cfg.ckpt is not None and not Path(cfg.ckpt).is_file():
+        raise CheckpointError(f"ckpt={cfg.ckpt} does not exist; give the path of a .ckpt file to resume from")
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt)
+    checkpoint = out / "checkpoints" / "last.ckpt"
+    trainer.save_checkpoint(checkpoint, weights_only=False)  # keep optimizer state so training can resume
+    metrics = _plain(trainer.validate(module, datamodule=datamodule, verbose=False)[0])
+    write_metrics(
+        out,
+        {
+            "kind": "train",
+            "metrics": metrics,
+            "step": trainer.global_step,
+            "checkpoint": str(checkpoint),
+            "overrides": _task_overrides(),
+            "config": OmegaConf.to_container(cfg, resolve=True),
+        },
+    )
+    print(format_table(metrics, f"final validation metrics after {trainer.global_step} steps ({out})"))
+    return metrics
+
+
+def load_checkpoint(path: str | None) -> dict:
+    """Reads a vqbench checkpoint with ``weights_only=True``: tensors and plain data only, no code runs."""
+    if path is None:
+        raise CheckpointError("+eval=true needs a checkpoint: add ckpt=path/to/last.ckpt")
+    file = Path(path)
+    if not file.is_file():
+        raise CheckpointError(f"ckpt={path} does not exist; give the path of a .ckpt file written by a training run")
+    try:
+        payload = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for corrupt or unsafe files
+        raise CheckpointError(f"ckpt={path} cannot be read as a tensors-only checkpoint ({error})") from None
+    if not isinstance(payload, dict) or "state_dict" not in payload or not payload.get("vqbench_config"):
+        raise CheckpointError(
+            f"ckpt={path} is not a vqbench checkpoint (no state_dict or embedded config); "
+            "evaluate a checkpoints/last.ckpt written by `python run.py`"
+        )
+    return payload
+
+
+def _touches(override: str, node: str) -> bool:
+    key = override.lstrip("+~").split("=", 1)[0]
+    return key == node or key.startswith(node + ".")
+
+
+def evaluation_config(trained: DictConfig, cfg: DictConfig, overrides: list[str]) -> DictConfig:
+    """The checkpoint's config, with the nodes in EVAL_OVERRIDABLE taken from the command line where given."""
+    merged = trained.copy()
+    for override in overrides:
+        for node in EVAL_FROZEN:
+            if _touches(override, node):
+                raise ConfigError(
+                    f"'{override}': the {node} is fixed by the checkpoint; evaluate without overriding it"
+                )
+    for node in EVAL_OVERRIDABLE:
+        if any(_touches(o, node) for o in overrides):
+            merged[node] = cfg[node]
+    merged.ckpt = cfg.ckpt
+    return merged
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    payload = load_checkpoint(cfg.ckpt)
+    trained = OmegaConf.create(payload["vqbench_config"])
+    overrides = _task_overrides()
+    eval_cfg = evaluation_config(trained, cfg, overrides)
+    check_config(eval_cfg)
+    out = _output_dir()
+    L.seed_everything(eval_cfg.seed, workers=True, verbose=False)
+    module = _module(eval_cfg)
+    try:
+        module.load_state_dict(payload["state_dict"])
+    except RuntimeError as error:
+        raise CheckpointError(f"ckpt={cfg.ckpt} does not match the model in its own config: {error}") from None
+    datamodule = build_datamodule(eval_cfg)
+    trainer = L.Trainer(
+        accelerator=eval_cfg.trainer.accelerator,
+        devices=1,  # one process: no DistributedSampler padding that would count images twice
+        precision=eval_cfg.trainer.precision,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=eval_cfg.trainer.enable_progress_bar,
+    )
+    metrics = _plain(trainer.test(module, datamodule=datamodule, verbose=False)[0])
+    test_set = datamodule.dataset("test")
+    write_metrics(
+        out,
+        {
+            "kind": "eval",
+            "metrics": metrics,
+            "checkpoint": str(Path(cfg.ckpt).resolve()),
+            "step": payload.get("global_step"),
+            "protocol": {
+                "split": "test",
+                "images": len(test_set),
+                "data_range": "reconstructions clamped to [-1, 1], mapped to [0, 1]",
+                "psnr": "per image on [0, 1], then the mean (skimage.metrics.peak_signal_noise_ratio)",
+                "ssim": "per image, 7x7 uniform window, K1 0.01, K2 0.03, sample covariance, then the mean "
+                "(skimage.metrics.structural_similarity defaults)",
+                "codebook_usage": "used codes / K over every token of the split",
+                "perplexity": "exp(entropy of the code histogram over every token of the split)",
+            },
+            "overrides": overrides,
+            "config": OmegaConf.to_container(eval_cfg, resolve=True),
+        },
+    )
+    print(format_table(metrics, f"evaluation of {cfg.ckpt} on {len(test_set)} test images"))
+    return metrics

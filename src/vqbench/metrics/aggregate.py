@@ -1,0 +1,57 @@
+"""torchmetrics objects with sum-reduced state, so multi-process evaluation counts every image and token once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+
+from vqbench.quantizers.distances import perplexity_from_counts
+
+
+class MeanPerImage(Metric):
+    """Mean over images of a per-image score ``fn(preds, target) -> B`` (PSNR, SSIM, ...)."""
+
+    full_state_update = False
+    higher_is_better = True
+
+    def __init__(self, fn: Callable[[Tensor, Tensor], Tensor], **kwargs):
+        super().__init__(**kwargs)
+        self.fn = fn
+        self.add_state("total", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", default=torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, preds: Tensor, target: Tensor) -> None:
+        values = self.fn(preds, target)
+        self.total += values.double().sum()
+        self.count += values.numel()
+
+    def compute(self) -> Tensor:
+        return self.total / self.count
+
+
+class CodebookUsage(Metric):
+    """Histogram of token ids over everything seen; reports usage (used codes / K) and perplexity.
+
+    perplexity = exp(-sum_k p_k log p_k) with p the normalised histogram: K for perfectly uniform use, 1 when a
+    single code takes every token.
+    """
+
+    full_state_update = False
+
+    def __init__(self, codebook_size: int, **kwargs):
+        super().__init__(**kwargs)
+        self.codebook_size = codebook_size
+        self.add_state("counts", default=torch.zeros(codebook_size, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, indices: Tensor) -> None:
+        self.counts += torch.bincount(indices.flatten(), minlength=self.codebook_size)
+
+    def compute(self) -> dict[str, Tensor]:
+        used = (self.counts > 0).sum()
+        return {
+            "codebook_usage": used.double() / self.codebook_size,
+            "perplexity": perplexity_from_counts(self.counts),
+        }

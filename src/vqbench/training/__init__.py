@@ -1,0 +1,1 @@
+"""Lightning layer: the training module and its callbacks."""

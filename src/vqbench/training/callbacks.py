@@ -1,0 +1,54 @@
+"""TensorBoard image grid of originals vs reconstructions and a histogram of code usage."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+import torchvision
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from vqbench.training.module import TokenizerModule, to_unit_range
+
+
+def _tensorboard(trainer: L.Trainer):
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            return logger.experiment
+    return None
+
+
+class ReconstructionGrid(L.Callback):
+    """After each validation, logs the first ``num_images`` val images (top rows) above their reconstructions."""
+
+    def __init__(self, num_images: int = 8):
+        self.num_images = num_images
+        self.images = None
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        if batch_idx == 0 and outputs is not None:
+            n = min(self.num_images, batch.shape[0])
+            self.images = (batch[:n].detach(), outputs[:n].detach())
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: TokenizerModule) -> None:
+        writer = _tensorboard(trainer)
+        if writer is None or self.images is None or trainer.sanity_checking:
+            return
+        originals, reconstructions = self.images
+        grid = torchvision.utils.make_grid(
+            to_unit_range(torch.cat([originals, reconstructions]).float()).cpu(), nrow=originals.shape[0]
+        )
+        writer.add_image("val/reconstructions", grid, trainer.global_step)
+
+
+class CodeUsageHistogram(L.Callback):
+    """After each validation, logs how often each token id was used over the validation split."""
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: TokenizerModule) -> None:
+        writer = _tensorboard(trainer)
+        metrics = pl_module.metrics["val"]
+        if writer is None or "codebook" not in metrics or trainer.sanity_checking:
+            return
+        counts = metrics["codebook"].counts.detach().cpu()
+        token_ids = torch.repeat_interleave(torch.arange(counts.numel()), counts)
+        if token_ids.numel():
+            writer.add_histogram("val/code_usage", token_ids, trainer.global_step, bins=min(counts.numel(), 512))
