@@ -1,0 +1,130 @@
+"""run.py as a user runs it: subprocesses on tiny settings, checking the files they write."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from tests.conftest import TINY, run_cli
+from vqbench.report import main as report_main
+
+pytestmark = pytest.mark.slow
+
+
+def _metrics(directory: Path) -> dict:
+    return json.loads((directory / "metrics.json").read_text())
+
+
+def test_training_writes_checkpoint_tensorboard_and_metrics(trained_run):
+    record = _metrics(trained_run)
+    assert record["kind"] == "train" and record["step"] == 3
+    assert set(record["metrics"]) == {"val/psnr", "val/ssim", "val/codebook_usage", "val/perplexity"}
+    assert 0 < record["metrics"]["val/psnr"] < 60
+    assert record["config"]["codebook"] == {"size": 512, "dim": 64, "l2_norm": False}
+
+    checkpoint = torch.load(trained_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert checkpoint["global_step"] == 3
+    embedded = yaml.safe_load(checkpoint["vqbench_config"])
+    assert embedded["model"]["latent_channels"] == 16 and embedded["data"]["resolution"] == 16
+
+    events = EventAccumulator(str(trained_run / "tensorboard"), size_guidance={"images": 0, "histograms": 0})
+    events.Reload()
+    tags = events.Tags()
+    assert {"train/loss/total", "train/loss/reconstruction", "train/loss/commitment", "train/loss/codebook"} <= set(
+        tags["scalars"]
+    )
+    assert {"val/psnr", "val/ssim", "val/codebook_usage", "val/perplexity"} <= set(tags["scalars"])
+    assert "val/reconstructions" in tags["images"]
+    assert "val/code_usage" in tags["histograms"]
+
+
+def test_eval_needs_only_the_checkpoint(trained_run, tmp_path):
+    ckpt = trained_run / "checkpoints" / "last.ckpt"
+    result = run_cli("+eval=true", f"ckpt={ckpt}", f"hydra.run.dir={tmp_path}", cwd=tmp_path)
+    record = _metrics(tmp_path)
+    assert record["kind"] == "eval"
+    assert record["checkpoint"] == str(ckpt.resolve())
+    assert record["protocol"]["images"] == 12 and record["protocol"]["split"] == "test"
+    assert set(record["metrics"]) == {"test/psnr", "test/ssim", "test/codebook_usage", "test/perplexity"}
+    assert record["config"]["data"]["resolution"] == 16  # taken from the checkpoint, not the base config
+    for name, value in record["metrics"].items():
+        assert f"{name}" in result.stdout and f"{value:.6f}" in result.stdout
+
+
+def test_same_command_twice_gives_the_same_metrics(trained_run, tmp_path):
+    run_cli(*TINY, f"hydra.run.dir={tmp_path}", cwd=tmp_path)
+    assert _metrics(tmp_path)["metrics"] == _metrics(trained_run)["metrics"]
+
+
+def test_sweep_report_and_eval_of_a_non_default_quantizer(tmp_path):
+    sweep = tmp_path / "sweep"
+    run_cli("-m", "quantizer=vq,ema,fsq", "codebook.dim=4", *TINY, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    jobs = sorted(p.parent for p in sweep.rglob("metrics.json"))
+    assert [p.name for p in jobs] == ["0", "1", "2"]
+    assert [_metrics(p)["config"]["quantizer"]["_target_"].rsplit(".", 1)[1] for p in jobs] == [
+        "VectorQuantizer",
+        "EMAVectorQuantizer",
+        "FSQ",
+    ]
+
+    out = tmp_path / "table.md"
+    assert report_main([str(sweep), "--out", str(out)]) == 0
+    lines = out.read_text().splitlines()
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert "quantizer" in header and "codebook.dim" in header and "val/psnr" in header
+    assert len(lines) == 2 + 3
+    psnr_column = header.index("val/psnr")
+    for line, job in zip(lines[2:], jobs):
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert float(cells[psnr_column]) == pytest.approx(_metrics(job)["metrics"]["val/psnr"], abs=1e-4)
+
+    (jobs[1] / "metrics.json").unlink()  # a failed or unfinished job
+    assert report_main([str(sweep), "--out", str(out)]) == 0
+    assert len(out.read_text().splitlines()) == 2 + 2
+
+    eval_dir = tmp_path / "eval_fsq"
+    run_cli("+eval=true", f"ckpt={jobs[2] / 'checkpoints' / 'last.ckpt'}", f"hydra.run.dir={eval_dir}", cwd=tmp_path)
+    assert _metrics(eval_dir)["config"]["quantizer"]["levels"] is None
+    assert _metrics(eval_dir)["metrics"]["test/codebook_usage"] > 0
+
+
+def _assert_clean_error(result, *fragments):
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output, output
+    for fragment in fragments:
+        assert fragment in output, output
+
+
+def test_unknown_quantizer_lists_the_choices(tmp_path):
+    result = run_cli("quantizer=nope", f"hydra.run.dir={tmp_path}", cwd=tmp_path, check=False)
+    _assert_clean_error(result, "quantizer/nope", "Available options", "ema", "fsq", "vq")
+
+
+def test_invalid_codebook_dim_is_named(tmp_path):
+    result = run_cli("codebook.dim=0", f"hydra.run.dir={tmp_path}", cwd=tmp_path, check=False)
+    _assert_clean_error(result, "codebook.dim must be a positive integer, got 0")
+    assert not (tmp_path / "metrics.json").exists()
+
+
+def test_missing_and_corrupt_checkpoints_are_named(tmp_path):
+    missing = run_cli("+eval=true", "ckpt=/no/such/last.ckpt", f"hydra.run.dir={tmp_path}", cwd=tmp_path, check=False)
+    _assert_clean_error(missing, "ckpt=/no/such/last.ckpt does not exist")
+    corrupt = tmp_path / "corrupt.ckpt"
+    corrupt.write_bytes(b"not a checkpoint")
+    result = run_cli("+eval=true", f"ckpt={corrupt}", f"hydra.run.dir={tmp_path}", cwd=tmp_path, check=False)
+    _assert_clean_error(result, f"ckpt={corrupt} cannot be read")
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"weights": torch.zeros(2)}, foreign)
+    result = run_cli("+eval=true", f"ckpt={foreign}", f"hydra.run.dir={tmp_path}", cwd=tmp_path, check=False)
+    _assert_clean_error(result, "is not a vqbench checkpoint")
+
+
+def test_eval_refuses_to_override_the_trained_architecture(trained_run, tmp_path):
+    ckpt = trained_run / "checkpoints" / "last.ckpt"
+    result = run_cli("+eval=true", f"ckpt={ckpt}", "codebook.dim=8", f"hydra.run.dir={tmp_path}", cwd=tmp_path,
+                     check=False)
+    _assert_clean_error(result, "'codebook.dim=8': the codebook is fixed by the checkpoint")

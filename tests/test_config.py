@@ -1,0 +1,84 @@
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from vqbench.build import build_datamodule, build_quantizer, build_tokenizer, check_config
+from vqbench.errors import ConfigError
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def group_options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def compose_cfg(overrides=()):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def test_base_config_has_ckpt_and_no_eval_key():
+    cfg = compose_cfg()
+    assert cfg.ckpt is None
+    assert "eval" not in cfg
+    assert compose_cfg(["+eval=true"]).eval is True
+    assert {"size", "dim", "l2_norm"} <= set(cfg.codebook)
+
+
+def test_defaults_are_the_spec_defaults():
+    cfg = compose_cfg()
+    assert (cfg.codebook.size, cfg.codebook.dim) == (512, 64)
+    assert cfg.quantizer._target_.endswith("VectorQuantizer")
+    tokenizer, weights = build_tokenizer(cfg)
+    assert weights == {"codebook": 1.0, "commitment": 0.25, "entropy": 0.0}
+    assert sum(p.numel() for p in tokenizer.parameters()) == 4_928_835
+
+
+@pytest.mark.parametrize("group", ["quantizer", "model", "data", "loss", "trainer"])
+def test_every_option_of_every_group_composes_and_builds(group):
+    options = group_options(group)
+    assert options, f"conf/{group} is empty"
+    for option in options:
+        cfg = compose_cfg([f"{group}={option}", "codebook.dim=8", "codebook.size=512"])
+        OmegaConf.resolve(cfg)
+        check_config(cfg)
+        if group in ("quantizer", "model"):
+            build_tokenizer(cfg)
+        if group == "data":
+            build_datamodule(cfg)
+
+
+@pytest.mark.parametrize("dim", [4, 16, 64])
+@pytest.mark.parametrize("quantizer", ["vq", "ema", "fsq"])
+def test_sweep_grid_of_the_readme_builds(quantizer, dim):
+    quantizer_module, _ = build_quantizer(compose_cfg([f"quantizer={quantizer}", f"codebook.dim={dim}"]).quantizer)
+    assert quantizer_module.dim == dim
+    assert quantizer_module.codebook_size == 512
+
+
+def test_entropy_weight_switches_the_entropy_term_on():
+    quantizer, weights = build_quantizer(compose_cfg(["quantizer.entropy_weight=0.1"]).quantizer)
+    assert quantizer.compute_entropy and weights["entropy"] == 0.1
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("codebook.dim=0", "codebook.dim must be a positive integer, got 0"),
+        ("codebook.size=-3", "codebook.size must be a positive integer"),
+        ("data.batch_size=0", "data.batch_size"),
+        ("quantizer.commitment_weight=-1", "quantizer.commitment_weight"),
+        ("loss.reconstruction=huber", "loss.reconstruction must be one of mse, l1"),
+    ],
+)
+def test_bad_values_are_reported_with_the_key(override, message):
+    with pytest.raises(ConfigError, match=message):
+        check_config(compose_cfg([override]))
+
+
+def test_bad_constructor_argument_becomes_a_config_error():
+    cfg = compose_cfg(["codebook.l2_norm=true", "quantizer.l2_norm_mode=cosine"])
+    with pytest.raises(ConfigError, match="l2_norm_mode"):
+        build_tokenizer(cfg)

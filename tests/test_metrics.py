@@ -1,0 +1,68 @@
+import numpy as np
+import pytest
+import torch
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from vqbench.data.sample import load_photo
+from vqbench.metrics import CodebookUsage, MeanPerImage, psnr, ssim
+
+
+def _real_photos() -> torch.Tensor:
+    """Four 64x80 crops of real photographs in [0, 1] (one grayscale photo repeated to RGB)."""
+    crops = []
+    for name, top, left in [("rocket.jpg", 100, 200), ("coins.png", 40, 60), ("chelsea.png", 50, 150), ("coffee.png", 0, 0)]:
+        crops.append(load_photo(name, 3)[:, top : top + 64, left : left + 80].float() / 255)
+    return torch.stack(crops)
+
+
+def _distortions(images: torch.Tensor) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return {
+        "noise": (images + 0.05 * torch.randn(images.shape, generator=g)).clamp(0, 1),
+        "blur": torch.nn.functional.avg_pool2d(images, 3, stride=1, padding=1, count_include_pad=False),
+        "shift": images.roll(1, dims=-1),
+        "quantised": (images * 7).round() / 7,
+        "contrast": images * 0.6 + 0.2,
+    }
+
+
+@pytest.mark.parametrize("distortion", ["noise", "blur", "shift", "quantised", "contrast"])
+def test_psnr_and_ssim_match_scikit_image(distortion):
+    target = _real_photos()
+    preds = _distortions(target)[distortion]
+    ours_psnr, ours_ssim = psnr(preds, target), ssim(preds, target)
+    for i in range(target.shape[0]):
+        a = target[i].permute(1, 2, 0).double().numpy()
+        b = preds[i].permute(1, 2, 0).double().numpy()
+        assert abs(float(ours_psnr[i]) - peak_signal_noise_ratio(a, b, data_range=1)) < 1e-4
+        assert abs(float(ours_ssim[i]) - structural_similarity(a, b, data_range=1, channel_axis=-1)) < 1e-4
+
+
+def test_ssim_of_identical_images_is_one():
+    images = _real_photos()
+    torch.testing.assert_close(ssim(images, images), torch.ones(4))
+
+
+def test_mean_per_image_is_a_mean_over_images_not_batches():
+    metric = MeanPerImage(psnr)
+    target = _real_photos()
+    preds = _distortions(target)["noise"]
+    metric.update(preds[:1], target[:1])
+    metric.update(preds[1:], target[1:])
+    torch.testing.assert_close(metric.compute().float(), psnr(preds, target).mean())
+
+
+def test_codebook_usage_and_perplexity_closed_forms():
+    metric = CodebookUsage(8)
+    metric.update(torch.tensor([[0, 1], [2, 3]]))
+    metric.update(torch.tensor([0, 1, 2, 3]))
+    result = metric.compute()
+    assert float(result["codebook_usage"]) == 0.5
+    assert float(result["perplexity"]) == pytest.approx(4.0)
+    single = CodebookUsage(8)
+    single.update(torch.zeros(10, dtype=torch.long))
+    assert float(single.compute()["perplexity"]) == pytest.approx(1.0)
+    skewed = CodebookUsage(4)
+    skewed.update(torch.tensor([0, 0, 0, 1]))
+    p = np.array([0.75, 0.25])
+    assert float(skewed.compute()["perplexity"]) == pytest.approx(np.exp(-(p * np.log(p)).sum()))

@@ -1,0 +1,224 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vqbench.quantizers import FSQ, EMAVectorQuantizer, SimpleFSQ, VectorQuantizer
+from vqbench.quantizers.distances import entropy_loss, nearest_code
+from vqbench.quantizers.fsq import LEVELS_FOR_SIZE
+
+
+def make(name: str, dim: int = 8, size: int = 64):
+    if name == "vq":
+        return VectorQuantizer(size, dim)
+    if name == "vq_l2":
+        return VectorQuantizer(size, dim, l2_norm=True)
+    if name == "vq_l2_seed":
+        return VectorQuantizer(size, dim, l2_norm=True, l2_norm_mode="seed")
+    if name == "ema":
+        return EMAVectorQuantizer(size, dim)
+    if name == "fsq":
+        return FSQ(dim, levels=[4, 4, 4])
+    if name == "sfsq":
+        return SimpleFSQ(dim, levels=[4, 4, 4])
+    raise ValueError(name)
+
+
+ALL = ["vq", "vq_l2", "vq_l2_seed", "ema", "fsq", "sfsq"]
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.mark.parametrize("name", ["vq", "vq_l2_seed", "ema"])
+def test_straight_through_gradient_is_identity(name):
+    q = make(name)
+    z = torch.randn(2, 8, 4, 4, requires_grad=True)
+    out = q(z)
+    grad = torch.randn_like(z)
+    (out.codes * grad).sum().backward()
+    torch.testing.assert_close(z.grad, grad)
+
+
+def test_l2_llamagen_gradient_goes_through_normalisation():
+    q = make("vq_l2")
+    z = torch.randn(2, 8, 4, 4, requires_grad=True)
+    grad = torch.randn_like(z)
+    (q(z).codes * grad).sum().backward()
+    expected = torch.autograd.grad((F.normalize(z, dim=1) * grad).sum(), z)[0]
+    torch.testing.assert_close(z.grad, expected)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_indices_in_range_and_round_trip(name):
+    q = make(name).eval()
+    z = torch.randn(3, 8, 5, 6) * 2
+    out = q(z)
+    assert out.indices.shape == (3, 5, 6)
+    assert out.indices.dtype == torch.long
+    assert int(out.indices.min()) >= 0 and int(out.indices.max()) < q.codebook_size
+    torch.testing.assert_close(q.indices_to_codes(out.indices), out.codes, rtol=1e-5, atol=1e-5)
+
+
+def test_vq_picks_the_nearest_code_and_losses_follow_the_formula():
+    q = make("vq")
+    z = torch.randn(2, 8, 3, 3)
+    out = q(z)
+    rows = z.permute(0, 2, 3, 1).reshape(-1, 8)
+    expected = torch.cdist(rows, q.codebook.detach()).argmin(1)
+    assert torch.equal(out.indices.flatten(), expected)
+    quantized = q.codebook.detach()[expected]
+    torch.testing.assert_close(out.losses["commitment"], F.mse_loss(rows, quantized))
+    torch.testing.assert_close(out.losses["codebook"], F.mse_loss(quantized, rows))
+
+
+def test_vq_codebook_gradient_comes_only_from_the_codebook_term():
+    q = make("vq")
+    z = torch.randn(2, 8, 3, 3, requires_grad=True)
+    out = q(z)
+    out.losses["commitment"].backward(retain_graph=True)
+    assert q.codebook.grad is None or torch.count_nonzero(q.codebook.grad) == 0
+    q.codebook.grad = None
+    out.losses["codebook"].backward()
+    rows = z.detach().permute(0, 2, 3, 1).reshape(-1, 8)
+    expected = torch.zeros_like(q.codebook)
+    # d/de_k mean((e_k - z_i)^2) summed over the rows assigned to k
+    idx = out.indices.flatten()
+    expected.index_add_(0, idx, 2 * (q.codebook.detach()[idx] - rows) / rows.numel())
+    torch.testing.assert_close(q.codebook.grad, expected)
+
+
+def test_ema_statistics_are_buffers_and_codebook_gets_no_gradient():
+    q = make("ema")
+    names = {n for n, _ in q.named_parameters()}
+    assert not any("codebook" in n or "ema" in n for n in names)
+    buffers = {n for n, _ in q.named_buffers()}
+    assert {"codebook", "ema_counts", "ema_sums"} <= buffers
+    z = torch.randn(2, 8, 3, 3, requires_grad=True)
+    out = q(z)
+    assert set(out.losses) == {"commitment"}
+
+
+def test_ema_update_matches_hand_computation():
+    q = EMAVectorQuantizer(4, 2, decay=0.9, epsilon=1e-5)
+    codebook = torch.tensor([[0.0, 0.0], [1.0, 1.0], [-1.0, 2.0], [5.0, 5.0]])
+    q.codebook.copy_(codebook)
+    q.ema_sums.copy_(codebook)
+    rows = torch.tensor([[0.1, 0.0], [0.9, 1.2], [1.1, 0.8], [-0.9, 2.1], [0.0, -0.2]])
+    q.train()(rows.t().reshape(1, 2, 5, 1))
+    counts = torch.tensor([2.0, 2.0, 1.0, 0.0])
+    sums = torch.stack([rows[[0, 4]].sum(0), rows[[1, 2]].sum(0), rows[3], torch.zeros(2)])
+    n = 0.9 * torch.ones(4) + 0.1 * counts
+    s = 0.9 * codebook + 0.1 * sums
+    smoothed = (n + 1e-5) / (n.sum() + 4e-5) * n.sum()
+    torch.testing.assert_close(q.ema_counts, n)
+    torch.testing.assert_close(q.codebook, s / smoothed[:, None])
+
+
+def test_ema_does_not_update_in_eval_mode():
+    q = make("ema").eval()
+    before = q.codebook.clone()
+    q(torch.randn(2, 8, 3, 3))
+    assert torch.equal(q.codebook, before)
+
+
+@pytest.mark.parametrize("levels", [[2], [3], [2, 2], [8, 6, 5], [8, 5, 5, 5], [7, 5, 5, 5, 5]])
+def test_fsq_reaches_every_level_and_enumerates_exactly_codebook_size_codes(levels):
+    q = FSQ(len(levels), levels=levels).eval()
+    per_channel = []
+    for level in levels:
+        # invert bound(z) = tanh(z + shift) * half - offset at each integer the channel may round to
+        half = (level - 1) * (1 + 1e-3) / 2
+        offset = 0.5 if level % 2 == 0 else 0.0
+        targets = torch.arange(level, dtype=torch.float64) - level // 2
+        z = torch.atanh((targets + offset) / half) - torch.atanh(torch.tensor(offset / half, dtype=torch.float64))
+        per_channel.append(z.float())
+    grid = torch.cartesian_prod(*per_channel).reshape(-1, len(levels))
+    out = q(grid.t().reshape(1, len(levels), -1, 1))
+    assert q.codebook_size == grid.shape[0]
+    assert out.indices.unique().numel() == q.codebook_size
+    all_codes = q.indices_to_codes(torch.arange(q.codebook_size).reshape(1, -1, 1))
+    assert all_codes.flatten(2).unique(dim=2).shape[2] == q.codebook_size
+    # far outside the range, the outermost levels are still the ones reached
+    extremes = q(torch.tensor([[-50.0] * len(levels), [50.0] * len(levels)]).t().reshape(1, len(levels), 2, 1))
+    assert extremes.indices.flatten().tolist() == [0, q.codebook_size - 1]
+
+
+def test_fsq_levels_follow_the_paper_table_and_reject_unknown_sizes():
+    for size, levels in LEVELS_FOR_SIZE.items():
+        assert FSQ(8, codebook_size=size).levels == levels
+    with pytest.raises(ValueError, match="quantizer.levels"):
+        FSQ(8, codebook_size=500)
+
+
+def test_fsq_codes_are_scaled_integers():
+    q = FSQ(3, levels=[8, 5, 5]).eval()
+    codes = q(torch.randn(2, 3, 4, 4) * 3).codes
+    scaled = codes * torch.tensor([4.0, 2.0, 2.0]).view(1, 3, 1, 1)
+    torch.testing.assert_close(scaled, scaled.round())
+    assert scaled[:, 0].min() >= -4 and scaled[:, 0].max() <= 3
+    assert scaled[:, 1:].abs().max() <= 2
+
+
+def test_fsq_projects_codebook_dim_to_its_levels():
+    q = FSQ(16, codebook_size=512)
+    assert q.levels == [8, 8, 8]
+    assert q(torch.randn(2, 16, 4, 4)).codes.shape == (2, 16, 4, 4)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_bf16_autocast_keeps_fp32_internals(name):
+    q = make(name)
+    seen = []
+    original = q.quantize
+
+    def spy(z):
+        seen.append(z.dtype)
+        result = original(z)
+        seen.append(result[0].dtype)
+        return result
+
+    q.quantize = spy
+    z = torch.randn(2, 8, 4, 4, dtype=torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = q(z)
+    assert seen == [torch.float32, torch.float32]
+    assert out.codes.dtype == torch.bfloat16
+    assert all(torch.isfinite(v) for v in out.losses.values())
+
+
+def test_chunked_nearest_code_matches_brute_force():
+    z, codebook = torch.randn(1000, 8), torch.randn(300, 8)
+    expected = torch.cdist(z, codebook).argmin(1)
+    assert torch.equal(nearest_code(z, codebook, max_elements=300 * 7), expected)
+
+
+def test_chunked_entropy_matches_direct_computation_and_gradient():
+    z = torch.randn(200, 4, requires_grad=True)
+    codebook = torch.randn(16, 4, requires_grad=True)
+    loss = entropy_loss(z, codebook, temperature=0.5, max_elements=16 * 13)
+    p = torch.softmax(-torch.cdist(z, codebook).pow(2) / 0.5, dim=1)
+    mean_p = p.mean(0)
+    direct = -(p * p.log()).sum(1).mean() + (mean_p * mean_p.log()).sum()
+    torch.testing.assert_close(loss, direct, rtol=1e-5, atol=1e-5)
+    g1 = torch.autograd.grad(loss, [z, codebook])
+    g2 = torch.autograd.grad(direct, [z, codebook])
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_vq_entropy_term_only_when_enabled_and_training():
+    q = VectorQuantizer(32, 8, compute_entropy=True)
+    assert "entropy" in q(torch.randn(2, 8, 3, 3)).losses
+    assert "entropy" not in q.eval()(torch.randn(2, 8, 3, 3)).losses
+    assert "entropy" not in VectorQuantizer(32, 8)(torch.randn(2, 8, 3, 3)).losses
+
+
+def test_bad_arguments_name_the_config_key():
+    with pytest.raises(ValueError, match="codebook.dim"):
+        VectorQuantizer(16, 0)
+    with pytest.raises(ValueError, match="codebook.size"):
+        VectorQuantizer(0, 4)
+    with pytest.raises(ValueError, match="l2_norm_mode"):
+        VectorQuantizer(16, 4, l2_norm=True, l2_norm_mode="cosine")
