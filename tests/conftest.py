@@ -31,7 +31,9 @@ def run_cli(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedPr
         [sys.executable, str(ROOT / "run.py"), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
     )
     if check and result.returncode != 0:
-        pytest.fail(f"run.py {' '.join(args)} exited {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        pytest.fail(
+            f"run.py {' '.join(args)} exited {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
     return result
 
 

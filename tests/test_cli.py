@@ -77,7 +77,7 @@ def test_sweep_report_and_eval_of_a_non_default_quantizer(tmp_path):
     assert "quantizer" in header and "codebook.dim" in header and "val/psnr" in header
     assert len(lines) == 2 + 3
     psnr_column = header.index("val/psnr")
-    for line, job in zip(lines[2:], jobs):
+    for line, job in zip(lines[2:], jobs, strict=True):
         cells = [c.strip() for c in line.strip("|").split("|")]
         assert float(cells[psnr_column]) == pytest.approx(_metrics(job)["metrics"]["val/psnr"], abs=1e-4)
 
@@ -125,6 +125,7 @@ def test_missing_and_corrupt_checkpoints_are_named(tmp_path):
 
 def test_eval_refuses_to_override_the_trained_architecture(trained_run, tmp_path):
     ckpt = trained_run / "checkpoints" / "last.ckpt"
-    result = run_cli("+eval=true", f"ckpt={ckpt}", "codebook.dim=8", f"hydra.run.dir={tmp_path}", cwd=tmp_path,
-                     check=False)
+    result = run_cli(
+        "+eval=true", f"ckpt={ckpt}", "codebook.dim=8", f"hydra.run.dir={tmp_path}", cwd=tmp_path, check=False
+    )
     _assert_clean_error(result, "'codebook.dim=8': the codebook is fixed by the checkpoint")

@@ -10,7 +10,12 @@ from vqbench.metrics import CodebookUsage, MeanPerImage, psnr, ssim
 def _real_photos() -> torch.Tensor:
     """Four 64x80 crops of real photographs in [0, 1] (one grayscale photo repeated to RGB)."""
     crops = []
-    for name, top, left in [("rocket.jpg", 100, 200), ("coins.png", 40, 60), ("chelsea.png", 50, 150), ("coffee.png", 0, 0)]:
+    for name, top, left in [
+        ("rocket.jpg", 100, 200),
+        ("coins.png", 40, 60),
+        ("chelsea.png", 50, 150),
+        ("coffee.png", 0, 0),
+    ]:
         crops.append(load_photo(name, 3)[:, top : top + 64, left : left + 80].float() / 255)
     return torch.stack(crops)
 

@@ -10,8 +10,11 @@ def test_simple_cnn_parameter_count_matches_the_spec():
 
 
 def test_tokenizer_shapes_and_decode_from_indices():
-    tokenizer = Tokenizer(SimpleCNNEncoder(hidden_channels=8, out_channels=16), VectorQuantizer(32, 4),
-                          SimpleCNNDecoder(hidden_channels=8, in_channels=16)).eval()
+    tokenizer = Tokenizer(
+        SimpleCNNEncoder(hidden_channels=8, out_channels=16),
+        VectorQuantizer(32, 4),
+        SimpleCNNDecoder(hidden_channels=8, in_channels=16),
+    ).eval()
     images = torch.rand(2, 3, 32, 32) * 2 - 1
     reconstruction, quantized = tokenizer(images)
     assert reconstruction.shape == images.shape

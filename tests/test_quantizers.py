@@ -204,7 +204,7 @@ def test_chunked_entropy_matches_direct_computation_and_gradient():
     torch.testing.assert_close(loss, direct, rtol=1e-5, atol=1e-5)
     g1 = torch.autograd.grad(loss, [z, codebook])
     g2 = torch.autograd.grad(direct, [z, codebook])
-    for a, b in zip(g1, g2):
+    for a, b in zip(g1, g2, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 

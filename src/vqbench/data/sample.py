@@ -47,7 +47,9 @@ def load_photo(name: str, channels: int) -> Tensor:
 
     path = _photo_dir() / name
     if not path.is_file():
-        raise DataError(f"sample photo {path} is missing; reinstall scikit-image (pip install --force-reinstall scikit-image)")
+        raise DataError(
+            f"sample photo {path} is missing; reinstall scikit-image (pip install --force-reinstall scikit-image)"
+        )
     array = np.asarray(io.imread(path))
     if array.ndim == 2:
         array = array[..., None]

@@ -27,7 +27,9 @@ class ResidualBlock(nn.Module):
 
 
 class SimpleCNNEncoder(nn.Sequential):
-    def __init__(self, in_channels: int = 3, hidden_channels: int = 128, out_channels: int = 256, num_res_blocks: int = 2):
+    def __init__(
+        self, in_channels: int = 3, hidden_channels: int = 128, out_channels: int = 256, num_res_blocks: int = 2
+    ):
         super().__init__(
             nn.Conv2d(in_channels, hidden_channels, 4, stride=2, padding=1),
             nn.LeakyReLU(0.01),
@@ -40,7 +42,9 @@ class SimpleCNNEncoder(nn.Sequential):
 
 
 class SimpleCNNDecoder(nn.Sequential):
-    def __init__(self, out_channels: int = 3, hidden_channels: int = 128, in_channels: int = 256, num_res_blocks: int = 2):
+    def __init__(
+        self, out_channels: int = 3, hidden_channels: int = 128, in_channels: int = 256, num_res_blocks: int = 2
+    ):
         super().__init__(
             *[ResidualBlock(in_channels) for _ in range(num_res_blocks)],
             nn.LeakyReLU(0.01),

@@ -6,7 +6,6 @@ rows in chunks so peak memory is O(chunk * K), where chunk * K <= ``max_elements
 
 from __future__ import annotations
 
-
 import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint

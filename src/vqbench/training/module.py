@@ -107,7 +107,9 @@ class TokenizerModule(L.LightningModule):
             metric.reset()
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.tokenizer.parameters(), lr=self.lr, betas=self.betas, weight_decay=self.weight_decay)
+        return torch.optim.Adam(
+            self.tokenizer.parameters(), lr=self.lr, betas=self.betas, weight_decay=self.weight_decay
+        )
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # The resolved config travels as YAML text (plain data), so ``torch.load(weights_only=True)`` can read it.
