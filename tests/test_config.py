@@ -69,7 +69,7 @@ def test_entropy_weight_switches_the_entropy_term_on():
         ("codebook.dim=0", "codebook.dim must be a positive integer, got 0"),
         ("codebook.size=-3", "codebook.size must be a positive integer"),
         ("data.batch_size=0", "data.batch_size"),
-        ("quantizer.commitment_weight=-1", "quantizer.commitment_weight"),
+        ("quantizer.commitment_weight=abc", "quantizer.commitment_weight must be a number"),
         ("loss.reconstruction=huber", "loss.reconstruction must be one of mse, l1"),
     ],
 )

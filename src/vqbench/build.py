@@ -38,8 +38,9 @@ def check_config(cfg: DictConfig) -> None:
     if not isinstance(cfg.codebook.l2_norm, bool):
         raise ConfigError(f"codebook.l2_norm must be true or false, got {cfg.codebook.l2_norm!r}")
     for key, value in cfg.quantizer.items():
-        if key.endswith(WEIGHT_SUFFIX) and (not isinstance(value, (int, float)) or value < 0):
-            raise ConfigError(f"quantizer.{key} must be a non-negative number, got {value!r}")
+        # Negative weights are legitimate (the dense lattice's gamma = -1), so only the type is checked.
+        if key.endswith(WEIGHT_SUFFIX) and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+            raise ConfigError(f"quantizer.{key} must be a number, got {value!r}")
     if cfg.loss.reconstruction not in ("mse", "l1"):
         raise ConfigError(f"loss.reconstruction must be one of mse, l1; got {cfg.loss.reconstruction!r}")
 
@@ -48,12 +49,14 @@ def build_quantizer(quantizer_cfg: DictConfig) -> tuple[Quantizer, dict[str, flo
     """The quantizer and the weights of its named losses.
 
     Keys ending in ``_weight`` are loss weights (``commitment_weight`` weighs the ``commitment`` term); they are not
-    constructor arguments. A zero entropy weight also switches off computing that term.
+    constructor arguments. Entropy terms are costly, so when all of a quantizer's entropy weights are zero it is
+    built with ``compute_entropy=False`` and does not compute them.
     """
     kwargs = OmegaConf.to_container(quantizer_cfg, resolve=True)
     weights = {k[: -len(WEIGHT_SUFFIX)]: float(kwargs.pop(k)) for k in list(kwargs) if k.endswith(WEIGHT_SUFFIX)}
-    if "entropy" in weights:
-        kwargs["compute_entropy"] = weights["entropy"] > 0
+    entropy_weights = [w for name, w in weights.items() if name.endswith("entropy")]
+    if entropy_weights:
+        kwargs["compute_entropy"] = any(w != 0 for w in entropy_weights)
     return _instantiate(kwargs, "quantizer"), weights
 
 

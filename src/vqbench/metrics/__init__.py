@@ -1,6 +1,6 @@
 """Evaluation metrics."""
 
-from vqbench.metrics.aggregate import CodebookUsage, MeanPerImage
+from vqbench.metrics.aggregate import CodebookUsage, DistinctTokens, MeanPerImage
 from vqbench.metrics.reconstruction import psnr, ssim
 
-__all__ = ["CodebookUsage", "MeanPerImage", "psnr", "ssim"]
+__all__ = ["CodebookUsage", "DistinctTokens", "MeanPerImage", "psnr", "ssim"]

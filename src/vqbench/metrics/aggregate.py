@@ -33,7 +33,8 @@ class MeanPerImage(Metric):
 
 
 class CodebookUsage(Metric):
-    """Histogram of token ids over everything seen; reports usage (used codes / K) and perplexity.
+    """Histogram of token ids over everything seen; reports usage (used codes / K), perplexity and the number of used
+    codes (the effective codebook size). Indices of any shape are counted element-wise (every stage of an RVQ).
 
     perplexity = exp(-sum_k p_k log p_k) with p the normalised histogram: K for perfectly uniform use, 1 when a
     single code takes every token.
@@ -54,4 +55,26 @@ class CodebookUsage(Metric):
         return {
             "codebook_usage": used.double() / self.codebook_size,
             "perplexity": perplexity_from_counts(self.counts),
+            "effective_codebook_size": used.double(),
         }
+
+
+class DistinctTokens(Metric):
+    """Effective codebook size: the number of distinct token vectors seen (LL-VQ's measure, the only size measure
+    of a lattice, whose set of tokens is unbounded). Tokens are the last dimension of ``indices`` (the integer
+    lattice vector k, or the R stage indices of a residual quantizer). State is the set of distinct rows so far,
+    concatenated across processes and de-duplicated again in ``compute``.
+    """
+
+    full_state_update = False
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.add_state("tokens", default=[], dist_reduce_fx="cat")
+
+    def update(self, indices: Tensor) -> None:
+        self.tokens.append(torch.unique(indices.reshape(-1, indices.shape[-1]), dim=0))
+
+    def compute(self) -> dict[str, Tensor]:
+        tokens = self.tokens if isinstance(self.tokens, Tensor) else torch.cat(self.tokens)
+        return {"effective_codebook_size": torch.tensor(float(torch.unique(tokens, dim=0).shape[0]))}

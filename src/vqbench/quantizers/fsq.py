@@ -43,7 +43,7 @@ def levels_for_codebook_size(codebook_size: int) -> list[int]:
     return list(LEVELS_FOR_SIZE[codebook_size])
 
 
-def _projection(dim_in: int, dim_out: int) -> nn.Module:
+def projection(dim_in: int, dim_out: int) -> nn.Module:
     return nn.Identity() if dim_in == dim_out else nn.Linear(dim_in, dim_out)
 
 
@@ -60,8 +60,8 @@ class _ScalarQuantizer(Quantizer):
         self.register_buffer("_levels", torch.tensor(self.levels, dtype=torch.long), persistent=False)
         basis = torch.cumprod(torch.tensor([1] + self.levels[:-1], dtype=torch.long), dim=0)
         self.register_buffer("_basis", basis, persistent=False)
-        self.project_in = _projection(dim, len(self.levels))
-        self.project_out = _projection(len(self.levels), dim)
+        self.project_in = projection(dim, len(self.levels))
+        self.project_out = projection(len(self.levels), dim)
 
     def quantize(self, z: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         digits, codes = self.digits_and_codes(self.project_in(z))

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vqbench.metrics import CodebookUsage, MeanPerImage, psnr, ssim
+from vqbench.metrics import CodebookUsage, DistinctTokens, MeanPerImage, psnr, ssim
 from vqbench.models.tokenizer import Tokenizer
 
 RECONSTRUCTION_LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss}
@@ -49,6 +49,8 @@ class TokenizerModule(L.LightningModule):
         size = self.tokenizer.quantizer.codebook_size
         if size is not None:
             metrics["codebook"] = CodebookUsage(size)
+        else:
+            metrics["distinct_tokens"] = DistinctTokens()
         return torch.nn.ModuleDict(metrics)
 
     def forward(self, images: Tensor):
@@ -74,6 +76,8 @@ class TokenizerModule(L.LightningModule):
         metrics["ssim"].update(preds, target)
         if "codebook" in metrics:
             metrics["codebook"].update(quantized.indices)
+        if "distinct_tokens" in metrics:
+            metrics["distinct_tokens"].update(quantized.indices)
         return reconstruction
 
     def validation_step(self, images: Tensor, batch_idx: int) -> Tensor:
