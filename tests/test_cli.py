@@ -129,3 +129,32 @@ def test_eval_refuses_to_override_the_trained_architecture(trained_run, tmp_path
         "+eval=true", f"ckpt={ckpt}", "codebook.dim=8", f"hydra.run.dir={tmp_path}", cwd=tmp_path, check=False
     )
     _assert_clean_error(result, "'codebook.dim=8': the codebook is fixed by the checkpoint")
+
+
+def test_every_quantizer_trains_through_run_py_and_the_lattice_evaluates(tmp_path):
+    names = ["sfsq", "lfq", "simvq", "lattice", "dense_lattice", "gumbel", "rvq"]
+    sweep = tmp_path / "all"
+    run_cli("-m", f"quantizer={','.join(names)}", *TINY, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    records = {int(p.parent.name): _metrics(p.parent) for p in sweep.rglob("metrics.json")}
+    assert sorted(records) == list(range(len(names)))
+    for index, name in enumerate(names):
+        metrics = records[index]["metrics"]
+        assert records[index]["overrides"][0] == f"quantizer={name}"
+        assert metrics["val/psnr"] > 0 and metrics["val/effective_codebook_size"] >= 1
+        assert ("val/codebook_usage" in metrics) == (name not in ("lattice", "dense_lattice"))
+
+    lattice_job = sweep / str(names.index("lattice"))
+    eval_dir = tmp_path / "eval_lattice"
+    run_cli("+eval=true", f"ckpt={lattice_job / 'checkpoints' / 'last.ckpt'}", f"hydra.run.dir={eval_dir}", cwd=tmp_path)
+    metrics = _metrics(eval_dir)["metrics"]
+    assert set(metrics) == {"test/psnr", "test/ssim", "test/effective_codebook_size"}
+    assert 1 <= metrics["test/effective_codebook_size"] <= 12 * 4 * 4  # at most one distinct vector per token
+
+
+def test_l2_codes_in_the_seed_convention_with_entropy_regularisation(tmp_path):
+    overrides = ["codebook.l2_norm=true", "quantizer.l2_norm_mode=seed", "quantizer.entropy_weight=0.1"]
+    run_cli(*overrides, *TINY, f"hydra.run.dir={tmp_path}", cwd=tmp_path)
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert "train/loss/entropy" in events.Tags()["scalars"]
+    assert _metrics(tmp_path)["config"]["quantizer"]["l2_norm_mode"] == "seed"
