@@ -145,7 +145,8 @@ def test_every_quantizer_trains_through_run_py_and_the_lattice_evaluates(tmp_pat
 
     lattice_job = sweep / str(names.index("lattice"))
     eval_dir = tmp_path / "eval_lattice"
-    run_cli("+eval=true", f"ckpt={lattice_job / 'checkpoints' / 'last.ckpt'}", f"hydra.run.dir={eval_dir}", cwd=tmp_path)
+    lattice_ckpt = lattice_job / "checkpoints" / "last.ckpt"
+    run_cli("+eval=true", f"ckpt={lattice_ckpt}", f"hydra.run.dir={eval_dir}", cwd=tmp_path)
     metrics = _metrics(eval_dir)["metrics"]
     assert set(metrics) == {"test/psnr", "test/ssim", "test/effective_codebook_size"}
     assert 1 <= metrics["test/effective_codebook_size"] <= 12 * 4 * 4  # at most one distinct vector per token
