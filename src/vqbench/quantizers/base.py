@@ -72,6 +72,17 @@ def straight_through(z: Tensor, q: Tensor) -> Tensor:
     return z + (q - z).detach()
 
 
+class _RoundStraightThrough(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        return torch.round(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        return grad
+
+
 def round_ste(x: Tensor) -> Tensor:
-    """round(x) forward, identity gradient backward."""
-    return x + (torch.round(x) - x).detach()
+    """round(x) forward, identity gradient backward. Same result as x + sg(round(x) - x), with one temporary
+    instead of three: FSQ runs it on every latent element."""
+    return _RoundStraightThrough.apply(x)

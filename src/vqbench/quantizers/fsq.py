@@ -89,17 +89,18 @@ class FSQ(_ScalarQuantizer):
         self.register_buffer("_offset", offset.float(), persistent=False)
         self.register_buffer("_shift", torch.atanh(offset / half).float(), persistent=False)
         self.register_buffer("_half_width", (self._levels // 2).float(), persistent=False)
+        self.register_buffer("_half_width_long", self._levels // 2, persistent=False)
 
     def bound(self, z: Tensor) -> Tensor:
-        return torch.tanh(z + self._shift) * self._half - self._offset
+        return torch.addcmul(-self._offset, torch.tanh(z + self._shift), self._half)
 
     def digits_and_codes(self, z: Tensor) -> tuple[Tensor, Tensor]:
         rounded = round_ste(self.bound(z))
-        digits = rounded.detach().long() + self._levels // 2
+        digits = rounded.detach().long().add_(self._half_width_long)
         return digits, rounded / self._half_width
 
     def digits_to_codes(self, digits: Tensor) -> Tensor:
-        return (digits - self._levels // 2).float() / self._half_width
+        return (digits - self._half_width_long).float() / self._half_width
 
 
 class SimpleFSQ(_ScalarQuantizer):
