@@ -158,6 +158,17 @@ def run_case(impl: str, size: int, dim: int, tokens: int, repeats: int, memory_l
     return result
 
 
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "CPU"
+
+
 def _run_in_subprocess(case: dict) -> dict:
     completed = subprocess.run(
         [sys.executable, "-m", "vqbench.bench", "_case", json.dumps(case)], capture_output=True, text=True

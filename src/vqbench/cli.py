@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from vqbench.build import build_datamodule, build_tokenizer, check_config
 from vqbench.errors import CheckpointError, ConfigError, VqbenchError
 from vqbench.results import format_table, write_metrics
-from vqbench.training.callbacks import CodeUsageHistogram, ReconstructionGrid
+from vqbench.training.callbacks import CodeUsageHistogram, ReconstructionGrid, StopOnNonFiniteLoss
 from vqbench.training.module import TokenizerModule
 
 log = logging.getLogger("vqbench")
@@ -75,7 +75,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
         **OmegaConf.to_container(cfg.trainer, resolve=True),
         default_root_dir=out,
         logger=TensorBoardLogger(save_dir=out, name="tensorboard", version="", default_hp_metric=False),
-        callbacks=[checkpoints, ReconstructionGrid(cfg.metrics.grid_images), CodeUsageHistogram()],
+        callbacks=[
+            checkpoints,
+            ReconstructionGrid(cfg.metrics.grid_images),
+            CodeUsageHistogram(),
+            StopOnNonFiniteLoss(),
+        ],
     )
     if cfg.ckpt is not None and not Path(cfg.ckpt).is_file():
         raise CheckpointError(f"ckpt={cfg.ckpt} does not exist; give the path of a .ckpt file to resume from")

@@ -15,3 +15,7 @@ class DataError(VqbenchError):
 
 class CheckpointError(VqbenchError):
     pass
+
+
+class NonFiniteLossError(VqbenchError):
+    pass

@@ -7,6 +7,7 @@ import torch
 import torchvision
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from vqbench.errors import NonFiniteLossError
 from vqbench.training.module import TokenizerModule, to_unit_range
 
 
@@ -52,3 +53,22 @@ class CodeUsageHistogram(L.Callback):
         token_ids = torch.repeat_interleave(torch.arange(counts.numel()), counts)
         if token_ids.numel():
             writer.add_histogram("val/code_usage", token_ids, trainer.global_step, bins=min(counts.numel(), 512))
+
+
+class StopOnNonFiniteLoss(L.Callback):
+    """Stops training with a clear error when the loss becomes NaN or infinite.
+
+    The check reads the loss on the host, so it runs only every ``trainer.log_every_n_steps`` steps (when Lightning
+    reads the logged values back anyway), not on every step of the hot path.
+    """
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        step = trainer.global_step
+        if step % max(1, trainer.log_every_n_steps) != 0:
+            return
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is not None and not bool(torch.isfinite(loss)):
+            raise NonFiniteLossError(
+                f"the training loss became {float(loss)} at step {step}; the checkpoints already written are kept. "
+                "Lower optimizer.lr, set trainer.gradient_clip_val=1.0, or try trainer.precision=32-true"
+            )
