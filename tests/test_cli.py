@@ -21,7 +21,15 @@ def _metrics(directory: Path) -> dict:
 def test_training_writes_checkpoint_tensorboard_and_metrics(trained_run):
     record = _metrics(trained_run)
     assert record["kind"] == "train" and record["step"] == 3
-    assert set(record["metrics"]) == {"val/psnr", "val/ssim", "val/codebook_usage", "val/perplexity"}
+    assert set(record["metrics"]) == {
+        "val/psnr",
+        "val/ssim",
+        "val/codebook_usage",
+        "val/perplexity",
+        "val/effective_codebook_size",
+    }
+    usage = record["metrics"]["val/codebook_usage"]
+    assert record["metrics"]["val/effective_codebook_size"] == pytest.approx(usage * 512)
     assert 0 < record["metrics"]["val/psnr"] < 60
     assert record["config"]["codebook"] == {"size": 512, "dim": 64, "l2_norm": False}
 
@@ -48,7 +56,13 @@ def test_eval_needs_only_the_checkpoint(trained_run, tmp_path):
     assert record["kind"] == "eval"
     assert record["checkpoint"] == str(ckpt.resolve())
     assert record["protocol"]["images"] == 12 and record["protocol"]["split"] == "test"
-    assert set(record["metrics"]) == {"test/psnr", "test/ssim", "test/codebook_usage", "test/perplexity"}
+    assert set(record["metrics"]) == {
+        "test/psnr",
+        "test/ssim",
+        "test/codebook_usage",
+        "test/perplexity",
+        "test/effective_codebook_size",
+    }
     assert record["config"]["data"]["resolution"] == 16  # taken from the checkpoint, not the base config
     for name, value in record["metrics"].items():
         assert f"{name}" in result.stdout and f"{value:.6f}" in result.stdout
@@ -159,3 +173,11 @@ def test_l2_codes_in_the_seed_convention_with_entropy_regularisation(tmp_path):
     events.Reload()
     assert "train/loss/entropy" in events.Tags()["scalars"]
     assert _metrics(tmp_path)["config"]["quantizer"]["l2_norm_mode"] == "seed"
+
+
+def test_non_finite_loss_stops_with_a_clear_error_and_no_metrics(tmp_path):
+    result = run_cli(
+        "optimizer.lr=1e30", *TINY, "trainer.max_steps=6", f"hydra.run.dir={tmp_path}", cwd=tmp_path, check=False
+    )
+    _assert_clean_error(result, "the training loss became nan", "optimizer.lr")
+    assert not (tmp_path / "metrics.json").exists()
