@@ -56,7 +56,8 @@ def _module(cfg: DictConfig) -> TokenizerModule:
         lr=cfg.optimizer.lr,
         betas=tuple(cfg.optimizer.betas),
         weight_decay=cfg.optimizer.weight_decay,
-        config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
+        # Unresolved, so that an evaluation's data.root=... reaches every key that interpolates it.
+        config_yaml=OmegaConf.to_yaml(cfg, resolve=False),
     )
 
 
@@ -84,6 +85,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     )
     if cfg.ckpt is not None and not Path(cfg.ckpt).is_file():
         raise CheckpointError(f"ckpt={cfg.ckpt} does not exist; give the path of a .ckpt file to resume from")
+    datamodule.check(("train", "val"))  # a missing or malformed dataset fails here, before the first step
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt)
     checkpoint = out / "checkpoints" / "last.ckpt"
     trainer.save_checkpoint(checkpoint, weights_only=False)  # keep optimizer state so training can resume
@@ -128,7 +130,12 @@ def _touches(override: str, node: str) -> bool:
 
 
 def evaluation_config(trained: DictConfig, cfg: DictConfig, overrides: list[str]) -> DictConfig:
-    """The checkpoint's config, with the nodes in EVAL_OVERRIDABLE taken from the command line where given."""
+    """The checkpoint's config with the command line's changes to the nodes in EVAL_OVERRIDABLE.
+
+    A group choice (``data=celeba``) replaces the whole node with the command line's; a key (``data.root=PATH``)
+    changes only that key of the trained node, so evaluating on another copy of the training data keeps its
+    preprocessing.
+    """
     merged = trained.copy()
     for override in overrides:
         for node in EVAL_FROZEN:
@@ -137,8 +144,12 @@ def evaluation_config(trained: DictConfig, cfg: DictConfig, overrides: list[str]
                     f"'{override}': the {node} is fixed by the checkpoint; evaluate without overriding it"
                 )
     for node in EVAL_OVERRIDABLE:
-        if any(_touches(o, node) for o in overrides):
+        keys = [o.lstrip("+~").split("=", 1)[0] for o in overrides if _touches(o, node)]
+        if node in keys:
             merged[node] = cfg[node]
+        for key in keys:
+            if key != node and not key.startswith(("hydra.", "eval")):
+                OmegaConf.update(merged, key, OmegaConf.select(cfg, key), force_add=True)
     merged.ckpt = cfg.ckpt
     return merged
 
@@ -157,6 +168,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     except RuntimeError as error:
         raise CheckpointError(f"ckpt={cfg.ckpt} does not match the model in its own config: {error}") from None
     datamodule = build_datamodule(eval_cfg)
+    datamodule.check(("test",))
     trainer = L.Trainer(
         accelerator=eval_cfg.trainer.accelerator,
         devices=1,  # one process: no DistributedSampler padding that would count images twice

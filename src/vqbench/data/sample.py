@@ -2,7 +2,8 @@
 
 It exists so that ``python run.py`` trains a real tokenizer on a fresh machine with no download. Train, val and test
 draw 64x64 (``resolution``) crops from disjoint photographs; grayscale photographs are repeated to three channels.
-Train crops are random (position and horizontal flip) on every access; val and test crops are fixed by ``seed``.
+Train crops are random on every access (the data module adds the random flip); val and test crops are fixed by
+``seed``. Items are uint8 C x H x W tensors, like every source's.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def load_photo(name: str, channels: int) -> Tensor:
 
 
 class SamplePhotos(Dataset):
-    """``length`` crops of ``resolution`` pixels from the photographs of one split, as floats in [-1, 1]."""
+    """``length`` crops of ``resolution`` pixels from the photographs of one split, as uint8 tensors."""
 
     def __init__(self, split: str, resolution: int = 64, length: int = 1024, channels: int = 3, seed: int = 0):
         if split not in PHOTOS:
@@ -99,10 +100,7 @@ class SamplePhotos(Dataset):
             h, w = image.shape[1:]
             top = int(torch.randint(h - self.resolution + 1, (1,)))
             left = int(torch.randint(w - self.resolution + 1, (1,)))
-        crop = image[:, top : top + self.resolution, left : left + self.resolution]
-        if self.fixed_crops is None and bool(torch.rand(()) < 0.5):
-            crop = crop.flip(-1)
-        return crop.float() / 127.5 - 1.0
+        return image[:, top : top + self.resolution, left : left + self.resolution].clone()
 
 
 def sample_split(
