@@ -19,10 +19,8 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-DOCS = ROOT / "docs"
+from vqbench.bench.common import DOCS, write_section
 
 #: (K, d, N) of the issue: SimpleCNN's 512 x 64 on 256 images of 16x16 tokens, and LlamaGen-size codebooks.
 SIZES = [(512, 64, 65536), (16384, 8, 16384), (16384, 8, 65536)]
@@ -158,17 +156,6 @@ def run_case(impl: str, size: int, dim: int, tokens: int, repeats: int, memory_l
     return result
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "CPU"
-
-
 def _run_in_subprocess(case: dict) -> dict:
     completed = subprocess.run(
         [sys.executable, "-m", "vqbench.bench", "_case", json.dumps(case)], capture_output=True, text=True
@@ -226,20 +213,6 @@ def markdown(results: list[dict], meta: dict) -> str:
     return "\n".join(lines)
 
 
-def _write_section(name: str, body: str, command: str) -> None:
-    path = DOCS / "benchmarks.md"
-    begin, end = f"<!-- bench:{name}:begin -->", f"<!-- bench:{name}:end -->"
-    text = (
-        path.read_text() if path.exists() else "# Benchmarks\n\nEvery number here was produced by the command shown.\n"
-    )
-    section = f"{begin}\n`{command}`\n\n{body}\n{end}"
-    if begin in text and end in text:
-        text = text[: text.index(begin)] + section + text[text.index(end) + len(end) :]
-    else:
-        text = text.rstrip() + f"\n\n## {name}\n\n{section}\n"
-    path.write_text(text)
-
-
 def bench_quantizers(args: argparse.Namespace) -> int:
     import torch
 
@@ -293,38 +266,5 @@ def bench_quantizers(args: argparse.Namespace) -> int:
     out.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
     table = markdown(results, meta)
     print(table)
-    _write_section(f"quantizers ({device})", table, meta["command"])
+    write_section(f"quantizers ({device})", table, meta["command"])
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] == "_case":
-        case = json.loads(argv[1])
-        print(
-            json.dumps(
-                run_case(
-                    case["impl"],
-                    case["K"],
-                    case["d"],
-                    case["N"],
-                    case["repeats"],
-                    case["memory_limit_gb"],
-                    case["device"],
-                )
-            )
-        )
-        return 0
-    parser = argparse.ArgumentParser(prog="python -m vqbench.bench", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="what", required=True)
-    q = sub.add_parser("quantizers", help="our vq/ema/fsq/lfq vs vector-quantize-pytorch")
-    q.add_argument("--repeats", type=int, default=3)
-    q.add_argument("--memory-limit-gb", type=float, default=16.0)
-    q.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    q.add_argument("--only", nargs="*", choices=[p[0] for p in PAIRS], help="measure only these of ours")
-    args = parser.parse_args(argv)
-    return bench_quantizers(args)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
