@@ -1,4 +1,4 @@
-"""Turns a composed config into objects: quantizer (+ its loss weights), tokenizer, data module.
+"""Turns a composed config into objects: quantizer (+ its loss weights), tokenizer, training module, data module.
 
 This is the only place that knows how config keys map to constructor arguments, and it is where bad values are
 caught and reported with the fix, before any training starts.
@@ -13,8 +13,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from vqbench.errors import ConfigError
+from vqbench.losses import PerceptualLoss
+from vqbench.models.discriminator import PatchDiscriminator
 from vqbench.models.tokenizer import Tokenizer
 from vqbench.quantizers.base import Quantizer
+from vqbench.training.module import AdversarialSettings, OptimizerSettings, TokenizerModule
 
 WEIGHT_SUFFIX = "_weight"
 
@@ -43,6 +46,19 @@ def check_config(cfg: DictConfig) -> None:
             raise ConfigError(f"quantizer.{key} must be a number, got {value!r}")
     if cfg.loss.reconstruction not in ("mse", "l1"):
         raise ConfigError(f"loss.reconstruction must be one of mse, l1; got {cfg.loss.reconstruction!r}")
+    adversarial = cfg.loss.get("adversarial")
+    if adversarial is not None and adversarial.loss not in ("hinge", "non_saturating"):
+        raise ConfigError(f"loss.adversarial.loss must be hinge or non_saturating, got {adversarial.loss!r}")
+    if cfg.optimizer.get("schedule", "constant") not in ("constant", "linear"):
+        raise ConfigError(f"optimizer.schedule must be constant or linear, got {cfg.optimizer.schedule!r}")
+    if OmegaConf.select(cfg, "trainer.gradient_clip_val") is not None:
+        raise ConfigError(
+            "trainer.gradient_clip_val does not apply (training uses manual optimization); set optimizer.grad_clip="
+            f"{cfg.trainer.gradient_clip_val} instead"
+        )
+    ema_decay = cfg.get("ema_decay")
+    if ema_decay is not None and not 0 < ema_decay < 1:
+        raise ConfigError(f"ema_decay must be in (0, 1) (e.g. 0.9999) or null, got {ema_decay!r}")
 
 
 def build_quantizer(quantizer_cfg: DictConfig) -> tuple[Quantizer, dict[str, float]]:
@@ -65,6 +81,37 @@ def build_tokenizer(cfg: DictConfig) -> tuple[Tokenizer, dict[str, float]]:
     encoder = _instantiate(cfg.model.encoder, "model.encoder")
     decoder = _instantiate(cfg.model.decoder, "model.decoder")
     return Tokenizer(encoder, quantizer, decoder), weights
+
+
+def build_training_module(cfg: DictConfig, for_training: bool = True) -> TokenizerModule:
+    """The LightningModule of a config. ``for_training=False`` (evaluation) skips the perceptual network and the
+    discriminator, which evaluation does not use (and whose weights may be absent offline)."""
+    tokenizer, weights = build_tokenizer(cfg)
+    loss = cfg.loss
+    perceptual_weight = float(OmegaConf.select(loss, "perceptual.weight", default=0.0) or 0.0)
+    perceptual = None
+    if for_training and perceptual_weight > 0:
+        perceptual = PerceptualLoss(pretrained=bool(loss.perceptual.pretrained))
+    discriminator, adversarial = None, None
+    if for_training and loss.get("adversarial") is not None:
+        adversarial = AdversarialSettings(**OmegaConf.to_container(loss.adversarial, resolve=True))
+        discriminator = PatchDiscriminator(in_channels=cfg.data.channels, **loss.discriminator)
+    optimizer = OmegaConf.to_container(cfg.optimizer, resolve=True)
+    optimizer["betas"] = tuple(optimizer["betas"])
+    return TokenizerModule(
+        tokenizer,
+        loss_weights=weights,
+        reconstruction_loss=loss.reconstruction,
+        reconstruction_weight=float(loss.get("reconstruction_weight", 1.0)),
+        perceptual=perceptual,
+        perceptual_weight=perceptual_weight,
+        discriminator=discriminator,
+        adversarial=adversarial,
+        optimizer=OptimizerSettings(**optimizer),
+        ema_decay=cfg.get("ema_decay") if for_training else None,
+        # Unresolved, so that an evaluation's data.root=... reaches every key that interpolates it.
+        config_yaml=OmegaConf.to_yaml(cfg, resolve=False),
+    )
 
 
 def build_datamodule(cfg: DictConfig):

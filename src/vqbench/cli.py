@@ -9,11 +9,12 @@ from pathlib import Path
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
-from vqbench.build import build_datamodule, build_tokenizer, check_config
+from vqbench.build import build_datamodule, build_training_module, check_config
 from vqbench.errors import CheckpointError, ConfigError, VqbenchError
 from vqbench.results import format_table, write_metrics
 from vqbench.training.callbacks import CodeUsageHistogram, ReconstructionGrid, StopOnNonFiniteLoss
@@ -47,18 +48,12 @@ def _task_overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task)
 
 
-def _module(cfg: DictConfig) -> TokenizerModule:
-    tokenizer, weights = build_tokenizer(cfg)
-    return TokenizerModule(
-        tokenizer,
-        loss_weights=weights,
-        reconstruction_loss=cfg.loss.reconstruction,
-        lr=cfg.optimizer.lr,
-        betas=tuple(cfg.optimizer.betas),
-        weight_decay=cfg.optimizer.weight_decay,
-        # Unresolved, so that an evaluation's data.root=... reaches every key that interpolates it.
-        config_yaml=OmegaConf.to_yaml(cfg, resolve=False),
-    )
+def _trainer(**kwargs) -> L.Trainer:
+    """lightning.Trainer, with its complaints about trainer.* values turned into a one-line ConfigError."""
+    try:
+        return L.Trainer(**kwargs)
+    except (MisconfigurationException, ValueError, TypeError) as error:
+        raise ConfigError(f"trainer: {error}") from None
 
 
 def _plain(metrics: dict) -> dict[str, float]:
@@ -70,9 +65,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     out = _output_dir()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build_datamodule(cfg)
-    module = _module(cfg)
+    module = build_training_module(cfg)
     checkpoints = ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, save_top_k=0)
-    trainer = L.Trainer(
+    trainer = _trainer(
         **OmegaConf.to_container(cfg.trainer, resolve=True),
         default_root_dir=out,
         logger=TensorBoardLogger(save_dir=out, name="tensorboard", version="", default_hp_metric=False),
@@ -124,6 +119,20 @@ def load_checkpoint(path: str | None) -> dict:
     return payload
 
 
+def load_tokenizer_weights(module: TokenizerModule, payload: dict, ckpt: str, use_ema: bool) -> None:
+    """Loads the tokenizer's weights (or their EMA, ``metrics.use_ema=true``) from a checkpoint's state dict."""
+    prefix = "ema.module." if use_ema else "tokenizer."
+    weights = {k[len(prefix) :]: v for k, v in payload["state_dict"].items() if k.startswith(prefix)}
+    if use_ema and not weights:
+        raise CheckpointError(
+            f"ckpt={ckpt} holds no weight EMA; it was trained without ema_decay. Evaluate without metrics.use_ema=true"
+        )
+    try:
+        module.tokenizer.load_state_dict(weights)
+    except RuntimeError as error:
+        raise CheckpointError(f"ckpt={ckpt} does not match the model in its own config: {error}") from None
+
+
 def _touches(override: str, node: str) -> bool:
     key = override.lstrip("+~").split("=", 1)[0]
     return key == node or key.startswith(node + ".")
@@ -162,11 +171,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     check_config(eval_cfg)
     out = _output_dir()
     L.seed_everything(eval_cfg.seed, workers=True, verbose=False)
-    module = _module(eval_cfg)
-    try:
-        module.load_state_dict(payload["state_dict"])
-    except RuntimeError as error:
-        raise CheckpointError(f"ckpt={cfg.ckpt} does not match the model in its own config: {error}") from None
+    module = build_training_module(eval_cfg, for_training=False)
+    load_tokenizer_weights(module, payload, cfg.ckpt, use_ema=bool(eval_cfg.metrics.get("use_ema", False)))
     datamodule = build_datamodule(eval_cfg)
     datamodule.check(("test",))
     trainer = L.Trainer(

@@ -70,5 +70,5 @@ class StopOnNonFiniteLoss(L.Callback):
         if loss is not None and not bool(torch.isfinite(loss)):
             raise NonFiniteLossError(
                 f"the training loss became {float(loss)} at step {step}; the checkpoints already written are kept. "
-                "Lower optimizer.lr, set trainer.gradient_clip_val=1.0, or try trainer.precision=32-true"
+                "Lower optimizer.lr, set optimizer.grad_clip=1.0, or try trainer.precision=32-true"
             )
