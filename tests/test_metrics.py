@@ -71,3 +71,14 @@ def test_codebook_usage_and_perplexity_closed_forms():
     skewed.update(torch.tensor([0, 0, 0, 1]))
     p = np.array([0.75, 0.25])
     assert float(skewed.compute()["perplexity"]) == pytest.approx(np.exp(-(p * np.log(p)).sum()))
+
+
+def test_metrics_of_bf16_inputs_keep_full_precision():
+    # under bf16 autocast the decoder's output is bf16; the score must not be rounded to bf16's 3 digits
+    target = _real_photos()
+    preds = _distortions(target)["noise"].bfloat16()
+    for fn in (psnr, ssim):
+        value = fn(preds, target.bfloat16())
+        assert value.dtype == torch.float32
+        torch.testing.assert_close(value, fn(preds.float(), target.bfloat16().float()), rtol=1e-6, atol=1e-6)
+        assert not torch.equal(value, value.bfloat16().float())

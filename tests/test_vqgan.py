@@ -382,10 +382,10 @@ def test_every_experiment_runs_through_run_py(tmp_path):
     small_gan = ["data.resolution=32", "loss.perceptual.pretrained=false", "loss.adversarial.start_step=1"]
     cases = {
         "celeba64_vqvae": [f"data.root={celeba}", "data.resolution=32"],
-        "imagenet256_vqgan_taming": [f"data.root={imagenet}", *small_gan],
+        "imagenet256_vqgan_taming": [f"data.root={imagenet}", *small_gan, "trainer.precision=bf16-mixed"],
         "imagenet256_vqgan_llamagen": [f"data.root={imagenet}", *small_gan, "ema_decay=0.999"],
         "llvq_ffhq1024": [f"data.root={ffhq}", "data.resolution=64"],
-        "llvq_celeba": [f"data.root={celeba}"],
+        "llvq_celeba": [f"data.root={celeba}", "trainer.precision=bf16-mixed"],
         "llvq_fashion_mnist": [f"data.root={fashion}"],
         "imagenet128_fsq": [
             f"data.root={imagenet}",

@@ -1,7 +1,8 @@
 """PSNR and SSIM per image, matching scikit-image's definitions, as batched tensor code.
 
-Both take B x C x H x W tensors in [0, 1] and return one value per image, so a mean over a dataset is a mean over
-images (the protocol of every seed table), not over batches.
+Both take B x C x H x W tensors in [0, 1] and return one float32 value per image, so a mean over a dataset is a mean
+over images (the protocol of every seed table), not over batches. They compute in float64 whatever the input dtype:
+under bf16 autocast the decoder's output is bf16, and a bf16 PSNR would keep only three significant digits.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from torch import Tensor
 def psnr(preds: Tensor, target: Tensor, data_range: float = 1.0) -> Tensor:
     """10 log10(R^2 / MSE) per image (``skimage.metrics.peak_signal_noise_ratio``)."""
     mse = (preds.double() - target.double()).pow(2).flatten(1).mean(1)
-    return (10 * torch.log10(data_range**2 / mse)).to(preds.dtype)
+    return (10 * torch.log10(data_range**2 / mse)).float()
 
 
 def ssim(
@@ -47,4 +48,4 @@ def ssim(
     c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
     numerator = (2 * mu_x * mu_y + c1) * (2 * cov_xy + c2)
     denominator = (mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2)
-    return (numerator / denominator).flatten(1).mean(1).to(preds.dtype)
+    return (numerator / denominator).flatten(1).mean(1).float()

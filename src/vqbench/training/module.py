@@ -226,7 +226,7 @@ class TokenizerModule(L.LightningModule):
     def _evaluation_step(self, stage: str, images: Tensor) -> Tensor:
         reconstruction, quantized = self.tokenizer(images)
         metrics = self.metrics[stage]
-        preds, target = to_unit_range(reconstruction), to_unit_range(images)
+        preds, target = to_unit_range(reconstruction.float()), to_unit_range(images.float())
         metrics["psnr"].update(preds, target)
         metrics["ssim"].update(preds, target)
         if "codebook" in metrics:
