@@ -24,6 +24,7 @@ def test_training_writes_checkpoint_tensorboard_and_metrics(trained_run):
     assert set(record["metrics"]) == {
         "val/psnr",
         "val/ssim",
+        "val/l1",
         "val/codebook_usage",
         "val/perplexity",
         "val/effective_codebook_size",
@@ -59,11 +60,13 @@ def test_eval_needs_only_the_checkpoint(trained_run, tmp_path):
     assert set(record["metrics"]) == {
         "test/psnr",
         "test/ssim",
+        "test/l1",
         "test/codebook_usage",
         "test/perplexity",
         "test/effective_codebook_size",
     }
     assert record["config"]["data"]["resolution"] == 16  # taken from the checkpoint, not the base config
+    assert "16x16" in record["unavailable"]["lpips"]  # too small for AlexNet, said so instead of a number
     for name, value in record["metrics"].items():
         assert f"{name}" in result.stdout and f"{value:.6f}" in result.stdout
 
@@ -162,7 +165,7 @@ def test_every_quantizer_trains_through_run_py_and_the_lattice_evaluates(tmp_pat
     lattice_ckpt = lattice_job / "checkpoints" / "last.ckpt"
     run_cli("+eval=true", f"ckpt={lattice_ckpt}", f"hydra.run.dir={eval_dir}", cwd=tmp_path)
     metrics = _metrics(eval_dir)["metrics"]
-    assert set(metrics) == {"test/psnr", "test/ssim", "test/effective_codebook_size"}
+    assert set(metrics) == {"test/psnr", "test/ssim", "test/l1", "test/effective_codebook_size"}
     assert 1 <= metrics["test/effective_codebook_size"] <= 12 * 4 * 4  # at most one distinct vector per token
 
 

@@ -12,12 +12,18 @@ from hydra.core.hydra_config import HydraConfig
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from vqbench.build import build_datamodule, build_training_module, check_config
+from vqbench.build import build_datamodule, build_evaluation_metrics, build_training_module, check_config
 from vqbench.errors import CheckpointError, ConfigError, VqbenchError
-from vqbench.results import format_table, write_metrics
-from vqbench.training.callbacks import CodeUsageHistogram, ReconstructionGrid, StopOnNonFiniteLoss
+from vqbench.results import METRICS_FILE, format_table, read_metrics, write_metrics
+from vqbench.training.callbacks import (
+    CodeUsageHistogram,
+    ReconstructionGrid,
+    SaveReconstructions,
+    StopOnNonFiniteLoss,
+)
 from vqbench.training.module import TokenizerModule
 
 log = logging.getLogger("vqbench")
@@ -60,9 +66,28 @@ def _plain(metrics: dict) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items()}
 
 
+def _finished_results(cfg: DictConfig, out: Path) -> dict | None:
+    """With ``skip_finished=true``: the metrics of a job this directory already finished, or None to run it."""
+    path = out / METRICS_FILE
+    if not cfg.get("skip_finished", False) or not path.is_file():
+        return None
+    record = read_metrics(path)
+    if record.get("overrides") != _task_overrides():
+        raise ConfigError(
+            f"{out} holds the finished results of another job (overrides {record.get('overrides')}); they are kept. "
+            "Give this sweep its own directory with hydra.sweep.dir=..."
+        )
+    return record
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     check_config(cfg)
     out = _output_dir()
+    finished = _finished_results(cfg, out)
+    if finished is not None:
+        log.info("skipping %s: it already finished (%s); delete that file to run it again", out, METRICS_FILE)
+        print(f"skipped (already finished): {out}")
+        return finished["metrics"]
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build_datamodule(cfg)
     module = build_training_module(cfg)
@@ -78,26 +103,40 @@ def train(cfg: DictConfig) -> dict[str, float]:
             StopOnNonFiniteLoss(),
         ],
     )
-    if cfg.ckpt is not None and not Path(cfg.ckpt).is_file():
-        raise CheckpointError(f"ckpt={cfg.ckpt} does not exist; give the path of a .ckpt file to resume from")
-    datamodule.check(("train", "val"))  # a missing or malformed dataset fails here, before the first step
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt)
     checkpoint = out / "checkpoints" / "last.ckpt"
+    resume = cfg.ckpt
+    if resume is not None and not Path(resume).is_file():
+        raise CheckpointError(f"ckpt={resume} does not exist; give the path of a .ckpt file to resume from")
+    if resume is None and cfg.get("skip_finished", False) and checkpoint.is_file():
+        resume = str(checkpoint)  # an interrupted sweep job continues from its last validation
+        log.info("resuming the interrupted job from %s", resume)
+    datamodule.check(("train", "val"))  # a missing or malformed dataset fails here, before the first step
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
     trainer.save_checkpoint(checkpoint, weights_only=False)  # keep optimizer state so training can resume
     metrics = _plain(trainer.validate(module, datamodule=datamodule, verbose=False)[0])
-    write_metrics(
-        out,
-        {
-            "kind": "train",
-            "metrics": metrics,
-            "step": trainer.global_step,
-            "checkpoint": str(checkpoint),
-            "overrides": _task_overrides(),
-            "config": OmegaConf.to_container(cfg, resolve=True),
-        },
-    )
-    print(format_table(metrics, f"final validation metrics after {trainer.global_step} steps ({out})"))
+    record = {
+        "kind": "train",
+        "metrics": metrics,
+        "step": trainer.global_step,
+        "checkpoint": str(checkpoint),
+        "overrides": _task_overrides(),
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+    if cfg.get("evaluate_after_training", False):
+        payload = load_checkpoint(str(checkpoint))
+        test_metrics, protocol, unavailable = evaluate_checkpoint(cfg, payload, str(checkpoint), out)
+        metrics |= test_metrics
+        record |= {"kind": "train+eval", "metrics": metrics, "protocol": protocol, "unavailable": unavailable}
+    if trainer.is_global_zero:
+        write_metrics(out, record)  # last: its presence means the job finished (skip_finished relies on it)
+    print(format_table(metrics, f"final metrics after {trainer.global_step} steps ({out})"))
+    _print_unavailable(record.get("unavailable", {}))
     return metrics
+
+
+def _print_unavailable(unavailable: dict[str, str]) -> None:
+    for name, reason in unavailable.items():
+        print(f"{name}: not computed. {reason}")
 
 
 def load_checkpoint(path: str | None) -> dict:
@@ -163,6 +202,57 @@ def evaluation_config(trained: DictConfig, cfg: DictConfig, overrides: list[str]
     return merged
 
 
+def evaluate_checkpoint(
+    eval_cfg: DictConfig, payload: dict, ckpt: str, out: Path
+) -> tuple[dict[str, float], dict, dict[str, str]]:
+    """SPEC §6 on the test split: the metrics, the protocol that produced them, and the metrics that could not be
+    computed (missing pretrained weights) with the reason."""
+    module = build_training_module(eval_cfg, for_training=False)
+    load_tokenizer_weights(module, payload, ckpt, use_ema=bool(eval_cfg.metrics.get("use_ema", False)))
+    datamodule = build_datamodule(eval_cfg)
+    datamodule.check(("test",))
+    first_image = next(image for image in datamodule.dataset("test") if image is not None)
+    extra, unavailable = build_evaluation_metrics(eval_cfg, tuple(first_image.shape[-2:]))
+    module.add_test_metrics(extra)
+    callbacks = []
+    if eval_cfg.metrics.get("save_reconstructions", False):
+        callbacks.append(SaveReconstructions(out / "reconstructions"))
+    trainer = _trainer(
+        accelerator=eval_cfg.trainer.accelerator,
+        devices=eval_cfg.trainer.devices,
+        num_nodes=eval_cfg.trainer.get("num_nodes", 1),
+        strategy=eval_cfg.trainer.get("strategy", "auto"),
+        precision=eval_cfg.trainer.precision,
+        # Every process gets distinct images (StridedShardSampler); Lightning's sampler would pad with repeats.
+        use_distributed_sampler=False,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=eval_cfg.trainer.enable_progress_bar,
+        callbacks=callbacks,
+    )
+    metrics = _plain(trainer.test(module, datamodule=datamodule, verbose=False)[0])
+    window = eval_cfg.metrics.get("usage_window")
+    tokens = f"a FIFO queue of the last {window} tokens" if window else "every token of the split"
+    protocol = {
+        "split": "test",
+        "images": len(datamodule.dataset("test")),
+        "processes": trainer.world_size,
+        "weights": "weight EMA" if eval_cfg.metrics.get("use_ema", False) else "trained weights",
+        "data_range": "reconstructions clamped to [-1, 1], mapped to [0, 1]",
+        "psnr": "per image on [0, 1], then the mean (skimage.metrics.peak_signal_noise_ratio)",
+        "ssim": "per image, 7x7 uniform window, K1 0.01, K2 0.03, sample covariance, then the mean "
+        "(skimage.metrics.structural_similarity defaults)",
+        "l1": "mean absolute error per image on [0, 1], then the mean",
+        "lpips": "lpips package, AlexNet, inputs in [-1, 1], per image then the mean",
+        "rfid": "torchmetrics FrechetInceptionDistance over torch-fidelity's inception-v3-compat (2048-d pool "
+        "features, TF1 bilinear resize); reference = the evaluated originals; both sides quantised to uint8",
+        "codebook_usage": f"used codes / K over {tokens}",
+        "perplexity": f"exp(entropy of the code histogram over {tokens})",
+        "effective_codebook_size": "distinct token vectors over every token of the split",
+    }
+    return metrics, protocol, unavailable
+
+
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     payload = load_checkpoint(cfg.ckpt)
     trained = OmegaConf.create(payload["vqbench_config"])
@@ -171,40 +261,21 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     check_config(eval_cfg)
     out = _output_dir()
     L.seed_everything(eval_cfg.seed, workers=True, verbose=False)
-    module = build_training_module(eval_cfg, for_training=False)
-    load_tokenizer_weights(module, payload, cfg.ckpt, use_ema=bool(eval_cfg.metrics.get("use_ema", False)))
-    datamodule = build_datamodule(eval_cfg)
-    datamodule.check(("test",))
-    trainer = L.Trainer(
-        accelerator=eval_cfg.trainer.accelerator,
-        devices=1,  # one process: no DistributedSampler padding that would count images twice
-        precision=eval_cfg.trainer.precision,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=eval_cfg.trainer.enable_progress_bar,
-    )
-    metrics = _plain(trainer.test(module, datamodule=datamodule, verbose=False)[0])
-    test_set = datamodule.dataset("test")
-    write_metrics(
-        out,
-        {
-            "kind": "eval",
-            "metrics": metrics,
-            "checkpoint": str(Path(cfg.ckpt).resolve()),
-            "step": payload.get("global_step"),
-            "protocol": {
-                "split": "test",
-                "images": len(test_set),
-                "data_range": "reconstructions clamped to [-1, 1], mapped to [0, 1]",
-                "psnr": "per image on [0, 1], then the mean (skimage.metrics.peak_signal_noise_ratio)",
-                "ssim": "per image, 7x7 uniform window, K1 0.01, K2 0.03, sample covariance, then the mean "
-                "(skimage.metrics.structural_similarity defaults)",
-                "codebook_usage": "used codes / K over every token of the split",
-                "perplexity": "exp(entropy of the code histogram over every token of the split)",
+    metrics, protocol, unavailable = evaluate_checkpoint(eval_cfg, payload, cfg.ckpt, out)
+    if rank_zero_only.rank == 0:  # under multi-process evaluation, one writer
+        write_metrics(
+            out,
+            {
+                "kind": "eval",
+                "metrics": metrics,
+                "checkpoint": str(Path(cfg.ckpt).resolve()),
+                "step": payload.get("global_step"),
+                "protocol": protocol,
+                "unavailable": unavailable,
+                "overrides": overrides,
+                "config": OmegaConf.to_container(eval_cfg, resolve=True),
             },
-            "overrides": overrides,
-            "config": OmegaConf.to_container(eval_cfg, resolve=True),
-        },
-    )
-    print(format_table(metrics, f"evaluation of {cfg.ckpt} on {len(test_set)} test images"))
+        )
+    print(format_table(metrics, f"evaluation of {cfg.ckpt} on {protocol['images']} test images"))
+    _print_unavailable(unavailable)
     return metrics

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 
 from vqbench.data.cache import CachedImages, build_cache
 from vqbench.data.files import ImageFiles
+from vqbench.data.sampler import StridedShardSampler
 from vqbench.errors import DataError
 
 log = logging.getLogger("vqbench.data")
@@ -113,11 +114,12 @@ class ImageDataModule(L.LightningDataModule):
             if dataset[0] is None:
                 log.warning("the first %s image is unreadable (skipped)", split)
 
-    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+    def _loader(self, split: str, batch_size: int, shuffle: bool, sampler=None) -> DataLoader:
         return DataLoader(
             self.dataset(split),
             batch_size=batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             num_workers=self.num_workers,
             drop_last=shuffle,
             persistent_workers=self.num_workers > 0,
@@ -132,7 +134,12 @@ class ImageDataModule(L.LightningDataModule):
         return self._loader("val", self.eval_batch_size, shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", self.eval_batch_size, shuffle=False)
+        """In order; under N processes image i goes to process i mod N, none repeated (the evaluation trainer
+        runs with ``use_distributed_sampler=False`` so Lightning does not pad it with repeats)."""
+        sampler = None
+        if self.trainer is not None and self.trainer.world_size > 1:
+            sampler = StridedShardSampler(len(self.dataset("test")), self.trainer.global_rank, self.trainer.world_size)
+        return self._loader("test", self.eval_batch_size, shuffle=False, sampler=sampler)
 
     def on_after_batch_transfer(self, batch: Tensor, dataloader_idx: int) -> Tensor:
         if batch.dtype == torch.uint8:

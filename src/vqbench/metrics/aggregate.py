@@ -33,29 +33,54 @@ class MeanPerImage(Metric):
 
 
 class CodebookUsage(Metric):
-    """Histogram of token ids over everything seen; reports usage (used codes / K), perplexity and the number of used
-    codes (the effective codebook size). Indices of any shape are counted element-wise (every stage of an RVQ).
+    """Histogram of token ids; reports usage (used codes / K), perplexity and the number of used codes (the
+    effective codebook size). Indices of any shape are counted element-wise (every stage of an RVQ).
 
     perplexity = exp(-sum_k p_k log p_k) with p the normalised histogram: K for perfectly uniform use, 1 when a
     single code takes every token.
+
+    ``window=None`` counts every token seen. ``window=W`` computes usage and perplexity over a FIFO queue of the
+    last W tokens (seed 002's protocol, W = 65,536) while the effective size still counts every token. Under N
+    processes each keeps its last W / N tokens: with the strided sampler of evaluation (image i on rank i mod N),
+    the union is the last W tokens of the split whenever the image count divides evenly.
     """
 
     full_state_update = False
 
-    def __init__(self, codebook_size: int, **kwargs):
+    def __init__(self, codebook_size: int, window: int | None = None, **kwargs):
         super().__init__(**kwargs)
+        if window is not None and window < 1:
+            raise ValueError(f"usage window must be a positive number of tokens, got {window}")
         self.codebook_size = codebook_size
+        self.window = window
         self.add_state("counts", default=torch.zeros(codebook_size, dtype=torch.long), dist_reduce_fx="sum")
+        if window is not None:
+            # -1 marks an empty slot; the queue is kept right-aligned (newest tokens last)
+            self.add_state("recent", default=torch.full((window,), -1, dtype=torch.long), dist_reduce_fx="cat")
+
+    def _capacity(self) -> int:
+        world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+        return max(1, self.window // world)
 
     def update(self, indices: Tensor) -> None:
-        self.counts += torch.bincount(indices.flatten(), minlength=self.codebook_size)
+        flat = indices.flatten()
+        self.counts += torch.bincount(flat, minlength=self.codebook_size)
+        if self.window is not None:
+            capacity = self._capacity()
+            queue = torch.cat([self.recent[self.window - capacity :], flat])[-capacity:]
+            self.recent = torch.cat([self.recent.new_full((self.window - capacity,), -1), queue])
 
     def compute(self) -> dict[str, Tensor]:
-        used = (self.counts > 0).sum()
+        used_anywhere = (self.counts > 0).sum()
+        counts = self.counts
+        if self.window is not None:
+            recent = self.recent.flatten()
+            counts = torch.bincount(recent[recent >= 0], minlength=self.codebook_size)
+        used = (counts > 0).sum()
         return {
             "codebook_usage": used.double() / self.codebook_size,
-            "perplexity": perplexity_from_counts(self.counts),
-            "effective_codebook_size": used.double(),
+            "perplexity": perplexity_from_counts(counts),
+            "effective_codebook_size": used_anywhere.double(),
         }
 
 

@@ -49,3 +49,14 @@ def ssim(
     numerator = (2 * mu_x * mu_y + c1) * (2 * cov_xy + c2)
     denominator = (mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2)
     return (numerator / denominator).flatten(1).mean(1).float()
+
+
+def l1(preds: Tensor, target: Tensor) -> Tensor:
+    """Mean absolute error per image on [0, 1] (seed 004's reconstruction column)."""
+    return (preds.double() - target.double()).abs().flatten(1).mean(1).float()
+
+
+def to_uint8(images: Tensor) -> Tensor:
+    """[0, 1] floats -> uint8 as ``torchvision.utils.save_image`` stores them in a PNG: x * 255 + 0.5, truncated
+    (round half up), clamped to [0, 255]."""
+    return images.float().mul(255).add(0.5).clamp(0, 255).to(torch.uint8)

@@ -1,6 +1,9 @@
-"""TensorBoard image grid of originals vs reconstructions and a histogram of code usage."""
+"""TensorBoard image grid of originals vs reconstructions, a histogram of code usage, the NaN guard, and the
+PNG pairs of ``metrics.save_reconstructions``."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -8,6 +11,7 @@ import torchvision
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from vqbench.errors import NonFiniteLossError
+from vqbench.metrics import to_uint8
 from vqbench.training.module import TokenizerModule, to_unit_range
 
 
@@ -72,3 +76,26 @@ class StopOnNonFiniteLoss(L.Callback):
                 f"the training loss became {float(loss)} at step {step}; the checkpoints already written are kept. "
                 "Lower optimizer.lr, set optimizer.grad_clip=1.0, or try trainer.precision=32-true"
             )
+
+
+class SaveReconstructions(L.Callback):
+    """Writes each test image and its reconstruction as ``NNNNNN_original.png`` / ``NNNNNN_reconstruction.png``,
+    NNNNNN being the image's index in the test split (also under multi-process evaluation, whose sampler gives
+    image i to process i mod N)."""
+
+    def __init__(self, directory: Path):
+        self.directory = Path(directory)
+        self.seen = 0
+
+    def on_test_epoch_start(self, trainer: L.Trainer, pl_module) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.seen = 0
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        originals = to_uint8(to_unit_range(batch.float())).cpu()
+        reconstructions = to_uint8(to_unit_range(outputs.float())).cpu()
+        for original, reconstruction in zip(originals, reconstructions, strict=True):
+            index = trainer.global_rank + trainer.world_size * self.seen
+            torchvision.io.write_png(original, str(self.directory / f"{index:06d}_original.png"))
+            torchvision.io.write_png(reconstruction, str(self.directory / f"{index:06d}_reconstruction.png"))
+            self.seen += 1

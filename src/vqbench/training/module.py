@@ -10,7 +10,8 @@ and, once the adversarial part has started, one discriminator step. Only the gen
 ``global_step`` counts batches and ``trainer.max_steps`` means batches, as in the taming and LlamaGen recipes.
 Before ``start_step`` neither the discriminator update nor the generator's adversarial term runs.
 
-Validation and test update the same metric objects: PSNR, SSIM (per image on [0, 1]), codebook usage, perplexity.
+Validation and test update the same kinds of metric: PSNR, SSIM, L1 (per image on [0, 1]), codebook usage,
+perplexity, effective codebook size. Evaluation adds its own (LPIPS, rFID) with ``add_test_metrics``.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchmetrics import Metric
 
 from vqbench.losses import adaptive_weight, discriminator_loss, generator_loss, last_layer_weight, lecam_regularizer
-from vqbench.metrics import CodebookUsage, DistinctTokens, MeanPerImage, psnr, ssim
+from vqbench.metrics import CodebookUsage, DistinctTokens, MeanPerImage, l1, psnr, ssim
 from vqbench.models.tokenizer import Tokenizer
 from vqbench.training.ema import WeightEMA
 
@@ -83,6 +85,7 @@ class TokenizerModule(L.LightningModule):
         optimizer: OptimizerSettings | None = None,
         ema_decay: float | None = None,
         config_yaml: str | None = None,
+        usage_window: int | None = None,
     ):
         super().__init__()
         self.automatic_optimization = False
@@ -97,19 +100,25 @@ class TokenizerModule(L.LightningModule):
         self.optimizer_settings = optimizer or OptimizerSettings()
         self.ema = WeightEMA(tokenizer, ema_decay) if ema_decay else None
         self.config_yaml = config_yaml
+        self.usage_window = usage_window
         self.metrics = nn.ModuleDict({stage: self._make_metrics() for stage in ("val", "test")})
         # LeCam's EMAs of the mean real and fake logits
         self.register_buffer("lecam_real", torch.zeros(()))
         self.register_buffer("lecam_fake", torch.zeros(()))
 
     def _make_metrics(self) -> nn.ModuleDict:
-        metrics = {"psnr": MeanPerImage(psnr), "ssim": MeanPerImage(ssim)}
+        metrics = {"psnr": MeanPerImage(psnr), "ssim": MeanPerImage(ssim), "l1": MeanPerImage(l1)}
         size = self.tokenizer.quantizer.codebook_size
         if size is not None:
-            metrics["codebook"] = CodebookUsage(size)
+            metrics["codebook"] = CodebookUsage(size, window=self.usage_window)
         else:
             metrics["distinct_tokens"] = DistinctTokens()
         return nn.ModuleDict(metrics)
+
+    def add_test_metrics(self, metrics: dict[str, Metric]) -> None:
+        """Evaluation-only metrics (LPIPS, rFID): each is updated with (reconstruction, original) in [0, 1]."""
+        for name, metric in metrics.items():
+            self.metrics["test"][name] = metric
 
     def forward(self, images: Tensor):
         return self.tokenizer(images)
@@ -227,12 +236,11 @@ class TokenizerModule(L.LightningModule):
         reconstruction, quantized = self.tokenizer(images)
         metrics = self.metrics[stage]
         preds, target = to_unit_range(reconstruction.float()), to_unit_range(images.float())
-        metrics["psnr"].update(preds, target)
-        metrics["ssim"].update(preds, target)
-        if "codebook" in metrics:
-            metrics["codebook"].update(quantized.indices)
-        if "distinct_tokens" in metrics:
-            metrics["distinct_tokens"].update(quantized.indices)
+        for name, metric in metrics.items():
+            if name in ("codebook", "distinct_tokens"):
+                metric.update(quantized.indices)
+            else:
+                metric.update(preds, target)
         return reconstruction
 
     def validation_step(self, images: Tensor, batch_idx: int) -> Tensor:
