@@ -321,7 +321,7 @@ EXPERIMENTS = {
         "data.resolution": 128,
         "loss.reconstruction": "l1",
         "loss.perceptual.weight": 1.0,
-        "quantizer.levels": [8, 5, 5, 5],
+        "codebook.size": 1024,  # -> the FSQ paper's levels for 2^10: 8-5-5-5
     },
 }
 

@@ -54,6 +54,12 @@ def _task_overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task)
 
 
+def _choices() -> dict[str, str]:
+    """The config group options this job composed (data, quantizer, experiment, ...), for reports to match rows."""
+    choices = HydraConfig.get().runtime.choices
+    return {k: v for k, v in choices.items() if not k.startswith("hydra") and v is not None}
+
+
 def _trainer(**kwargs) -> L.Trainer:
     """lightning.Trainer, with its complaints about trainer.* values turned into a one-line ConfigError."""
     try:
@@ -120,6 +126,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         "step": trainer.global_step,
         "checkpoint": str(checkpoint),
         "overrides": _task_overrides(),
+        "choices": _choices(),
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
     if cfg.get("evaluate_after_training", False):

@@ -111,7 +111,12 @@ def sample_split(
     val_length: int = 128,
     test_length: int = 256,
     seed: int = 0,
+    crop: str | None = None,
 ) -> SamplePhotos:
-    """The dataset of one split; lengths count crops (the train split is re-drawn every epoch)."""
+    """The dataset of one split; lengths count crops (the train split is re-drawn every epoch).
+
+    ``crop`` is accepted and ignored: when ``data=sample`` stands in for CelebA to scale a recipe down (e.g. the
+    llvq sweep with ``data=sample``), the recipe's CelebA crop setting has nothing to act on here.
+    """
     length = {"train": train_length, "val": val_length, "test": test_length}.get(split, 0)
     return SamplePhotos(split, resolution=resolution, length=length, channels=channels, seed=seed)

@@ -1,0 +1,58 @@
+"""The published numbers each sweep reproduces, one YAML file per table of SPEC §7, each citing its source.
+
+A file gives the table's identifying columns (``keys``: a label and where the value is found in a job's
+metrics.json: a dotted config key such as ``codebook.dim``, ``choice:GROUP`` for the config group option the job
+composed, or null for a column shown only from the seed), its metric columns (label, our metric key, ``scale`` to
+bring our value to the seed's unit, ``unit``, ``decimals`` as printed in the seed, default 4), and the rows as
+``[[key values...], [published values...]]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import yaml
+
+
+@dataclass(frozen=True)
+class Column:
+    label: str
+    key: str | None
+    scale: float = 1.0
+    unit: str = ""
+    decimals: int | None = None
+    names: dict[Any, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PublishedTable:
+    name: str
+    title: str
+    source: str
+    keys: list[Column]
+    metrics: list[Column]
+    rows: list[tuple[list[Any], list[float | None]]]
+    note: str = ""
+
+
+def table_names() -> list[str]:
+    return sorted(
+        p.name.removesuffix(".yaml") for p in resources.files(__package__).iterdir() if p.name.endswith(".yaml")
+    )
+
+
+def load_table(name: str) -> PublishedTable:
+    path = resources.files(__package__) / f"{name}.yaml"
+    if not path.is_file():
+        raise KeyError(f"no published table {name!r}; the tables are: {', '.join(table_names())}")
+    data = yaml.safe_load(path.read_text())
+    keys = [Column(**column) for column in data["keys"]]
+    metrics = [Column(**column) for column in data["metrics"]]
+    rows = []
+    for key_values, values in data["rows"]:
+        if len(key_values) != len(keys) or len(values) != len(metrics):
+            raise ValueError(f"{name}.yaml: row {key_values} does not have {len(keys)} keys and {len(metrics)} values")
+        rows.append((key_values, values))
+    return PublishedTable(name, data["title"], data["source"], keys, metrics, rows, data.get("note", ""))
