@@ -1,0 +1,166 @@
+"""Issue 6: one sweep per table of SPEC §7, resuming when re-run, and the report in the published layout."""
+
+import json
+import re
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from tests.conftest import run_cli
+from tests.test_config import CONF
+from vqbench.published import load_table, table_names
+from vqbench.report import main as report_main
+
+ROOT = CONF.parent
+SEEDS = ROOT.parent / "shared" / "seeds"
+TABLES = [
+    "celeba64_vq_dim",
+    "celeba64_vq_size",
+    "celeba64_vq_l2",
+    "celeba64_vq_ema",
+    "celeba64_vq_entropy",
+    "celeba64_fsq",
+    "celeba64_lfq",
+    "imagenet256_vqgan",
+    "llvq",
+    "imagenet128_fsq",
+]
+
+
+def compose_sweep(name: str, overrides=()):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="config", overrides=[f"+sweep={name}", *overrides], return_hydra_config=True)
+
+
+def test_one_sweep_and_one_published_table_per_spec_table():
+    assert set(TABLES) <= {p.stem for p in (ROOT / "sweeps").glob("*.yaml")}
+    assert set(table_names()) == set(TABLES)
+    for name in TABLES:
+        lines = (ROOT / "sweeps" / f"{name}.yaml").read_text().splitlines()
+        assert lines[1].startswith("# Reproduces:"), name
+        seed = re.search(r"shared/seeds/(\d{3}_[0-9a-f]+\.txt)", "\n".join(lines[1:4])).group(1)
+        assert (SEEDS / seed).is_file(), name
+        cfg = compose_sweep(name)
+        assert cfg.report_table == name
+        assert cfg.evaluate_after_training and cfg.skip_finished
+        assert cfg.hydra.sweep.dir == f"multirun/sweeps/{name}"  # fixed, so the same command resumes
+        assert cfg.hydra.sweeper.params, name
+
+
+@pytest.mark.parametrize("name", TABLES)
+def test_published_numbers_are_the_seeds_numbers(name):
+    table = load_table(name)
+    seed = re.search(r"shared/seeds/(\d{3}_[0-9a-f]+\.txt)", table.source).group(1)
+    numbers = {float(n.replace(",", "")) for n in re.findall(r"(?<![\w.])\d[\d,]*\.?\d*", (SEEDS / seed).read_text())}
+    for _, values in table.rows:
+        for value in values:
+            assert value is None or float(value) in numbers, f"{name}: {value} is not in {seed}"
+
+
+def test_celeba_sweeps_run_the_full_published_recipe():
+    for name in [t for t in TABLES if t.startswith("celeba64")]:
+        cfg = compose_sweep(name)
+        assert cfg.trainer.max_steps == 500_000 and cfg.data.batch_size == 256 and cfg.optimizer.lr == 4e-4, name
+        assert cfg.hydra.runtime.choices.data == "celeba" and cfg.metrics.usage_window == 65536, name
+    assert compose_sweep("celeba64_vq_l2").quantizer.l2_norm_mode == "seed"
+    assert compose_sweep("celeba64_fsq").quantizer._target_.endswith("FSQ")
+    params = compose_sweep("celeba64_vq_dim").hydra.sweeper.params
+    assert params["codebook.dim"] == "4,8,16,32,64"
+    imagenet = compose_sweep("imagenet128_fsq")
+    assert imagenet.trainer.max_steps == 50_000 and imagenet.hydra.runtime.choices.data == "imagenet"
+    rows = imagenet.hydra.sweeper.params["+sweep/imagenet128_fsq_rows"].split(",")
+    assert len(rows) * 2 == len(load_table("imagenet128_fsq").rows)  # x {fp32, bf16}
+    assert {p.stem for p in (ROOT / "sweeps" / "imagenet128_fsq_rows").glob("*.yaml")} == set(rows)
+
+
+def test_launcher_configs_compose():
+    slurm = compose_sweep("celeba64_lfq", ["hydra/launcher=slurm"]).hydra.launcher
+    assert slurm._target_.endswith("SlurmLauncher") and slurm.gpus_per_node == 1
+    parallel = compose_sweep("celeba64_lfq", ["hydra/launcher=parallel"]).hydra.launcher
+    assert parallel._target_.endswith("JoblibLauncher") and parallel.n_jobs == 2
+
+
+# --- at tiny scale through run.py ------------------------------------------------------------------------------------
+
+TINY_SWEEP = [
+    "data=sample",
+    "data.resolution=16",
+    "data.batch_size=2",
+    "data.eval_batch_size=8",
+    "data.make_dataset.val_length=8",
+    "data.make_dataset.test_length=8",
+    "trainer.max_steps=2",
+    "trainer.val_check_interval=2",
+    "trainer.limit_val_batches=1",
+    "trainer.enable_progress_bar=false",
+    "metrics.lpips=false",
+    "metrics.rfid=false",
+]
+
+
+def _cell(text: str, row_start: str, column: int) -> str:
+    for line in text.splitlines():
+        if line.startswith(row_start):
+            return [c.strip() for c in line.strip("|").split("|")][column]
+    raise AssertionError(f"no row starting {row_start!r} in\n{text}")
+
+
+@pytest.mark.slow
+def test_sweep_evaluates_reports_and_resumes_after_an_interruption(tmp_path, capsys):
+    sweep = tmp_path / "ema"
+    args = ["-m", "+sweep=celeba64_vq_ema", *TINY_SWEEP, f"hydra.sweep.dir={sweep}"]
+    run_cli(*args, cwd=tmp_path)
+    records = {int(p.parent.name): json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")}
+    assert sorted(records) == [0, 1, 2, 3]
+    for record in records.values():
+        assert record["kind"] == "train+eval" and record["protocol"]["split"] == "test"
+        assert record["config"]["metrics"]["usage_window"] == 65536
+        assert set(record["unavailable"]) == set()  # lpips/rfid switched off, not missing
+    # the report: every measured cell is the job's metrics.json value, beside the seed's
+    assert report_main([str(sweep), "--table", "celeba64_vq_ema"]) == 0
+    table = capsys.readouterr().out
+    for record in records.values():
+        update = {"ema": "EMA", "vq": "VQ loss"}[record["choices"]["quantizer"]]
+        row = f"| {record['config']['codebook']['dim']} | 512 | {update} |"
+        psnr = _cell(table, row, 4)
+        assert psnr.startswith(f"{record['metrics']['test/psnr']:.4f} / ")
+        usage = _cell(table, row, 3)
+        assert usage.startswith(f"{100 * record['metrics']['test/codebook_usage']:.2f}% / ")
+        assert _cell(table, row, 6).startswith("— / ")  # rFID not measured
+    assert "32.0708" in _cell(table, "| 64 | 512 | EMA |", 4)
+    # interrupt: job 3 never finished (no metrics.json); the others must be skipped, job 3 resumed and finished
+    finished = {n: (sweep / str(n) / "metrics.json").read_text() for n in (0, 1, 2)}
+    (sweep / "3" / "metrics.json").unlink()
+    result = run_cli(*args, cwd=tmp_path)
+    assert result.stdout.count("skipped (already finished)") == 3
+    assert {n: (sweep / str(n) / "metrics.json").read_text() for n in (0, 1, 2)} == finished
+    assert (sweep / "3" / "metrics.json").is_file()
+    assert "resuming the interrupted job" in (sweep / "3" / "run.log").read_text()
+    # a different job in a finished directory is refused, and the finished results are kept
+    result = run_cli(*args[:-1], "trainer.max_steps=3", f"hydra.sweep.dir={sweep}", cwd=tmp_path, check=False)
+    assert result.returncode != 0 and "holds the finished results of another job" in result.stderr
+    assert (sweep / "0" / "metrics.json").read_text() == finished[0]
+
+
+@pytest.mark.sweeps
+def test_every_sweep_runs_at_tiny_scale(tmp_path):
+    small_gan = ["data.resolution=32", "loss.perceptual.pretrained=false", "loss.adversarial.start_step=1"]
+    extra = {
+        "imagenet256_vqgan": small_gan,
+        "imagenet128_fsq": [
+            "data.resolution=32",
+            "loss.perceptual.pretrained=false",
+            "+sweep/imagenet128_fsq_rows=ema,sfsq_8-8-8-5-5-5",  # two of the eight rows
+            "trainer.precision=bf16-mixed",
+        ],
+    }
+    expected_jobs = {"celeba64_vq_dim": 5, "celeba64_vq_size": 3, "celeba64_vq_l2": 4, "celeba64_vq_ema": 4}
+    expected_jobs |= {"celeba64_vq_entropy": 2, "celeba64_fsq": 2, "celeba64_lfq": 1, "imagenet256_vqgan": 2}
+    expected_jobs |= {"llvq": 12, "imagenet128_fsq": 2}
+    for name in TABLES:
+        sweep = tmp_path / name
+        run_cli("-m", f"+sweep={name}", *TINY_SWEEP, *extra.get(name, []), f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+        jobs = list(sweep.glob("*/metrics.json"))
+        assert len(jobs) == expected_jobs[name], name
+        assert report_main([str(sweep), "--table", name, "--out", str(tmp_path / f"{name}.md")]) == 0
+        assert " / " in (tmp_path / f"{name}.md").read_text()
