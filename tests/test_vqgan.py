@@ -18,6 +18,7 @@ from vqbench.losses import (
     adaptive_weight,
     hinge_d_loss,
     hinge_g_loss,
+    last_layer_weight,
     lecam_regularizer,
     non_saturating_d_loss,
     non_saturating_g_loss,
@@ -159,6 +160,13 @@ def test_adaptive_weight_against_a_hand_computation():
     assert torch.allclose(adaptive_weight(rec, gan, w), d_rec / (d_gan + 1e-4))
     flat = -(torch.zeros(3) * w).mean()  # no adversarial gradient: clamped to 1e4
     assert adaptive_weight(((w * x - y) ** 2).mean(), flat, w) == 1e4
+
+
+@pytest.mark.parametrize("model", ["simple_cnn", "vqgan", "lattice_cnn", "fsq_cnn"])
+def test_adaptive_weight_uses_the_output_layer_of_every_decoder(model):
+    decoder = build_tokenizer(compose_cfg([f"model={model}"]))[0].decoder
+    output_layers = [m for m in decoder.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    assert last_layer_weight(decoder) is output_layers[-1].weight
 
 
 def test_lr_schedule_warmup_then_linear_decay():

@@ -13,7 +13,8 @@ from torch import Tensor, nn
 
 
 def last_layer_weight(decoder: nn.Module) -> Tensor:
-    """The decoder's ``last_layer`` if it names one, else its last convolution weight."""
+    """The decoder's ``last_layer`` if it names one (the VQGAN's ``conv_out``), else its last convolution weight
+    (the output layer of every sequential decoder: SimpleCNN, fsq_cnn, lattice_cnn)."""
     named = getattr(decoder, "last_layer", None)
     if named is not None:
         return named

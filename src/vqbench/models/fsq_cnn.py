@@ -6,7 +6,7 @@ Encoder: three Conv(k4 s2 p1) to ``channels`` (512) with ReLU; the 1x1 convoluti
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import nn
 
 
 class FSQCNNEncoder(nn.Sequential):
@@ -20,19 +20,11 @@ class FSQCNNEncoder(nn.Sequential):
         self.out_channels = channels
 
 
-class FSQCNNDecoder(nn.Module):
+class FSQCNNDecoder(nn.Sequential):
     def __init__(self, out_channels: int = 3, channels: int = 512, num_downsamples: int = 3):
-        super().__init__()
-        self.in_channels = channels
         layers: list[nn.Module] = []
         for _ in range(num_downsamples - 1):
             layers += [nn.ConvTranspose2d(channels, channels, 4, stride=2, padding=1), nn.ReLU()]
         layers.append(nn.ConvTranspose2d(channels, out_channels, 4, stride=2, padding=1))
-        self.layers = nn.Sequential(*layers)
-
-    @property
-    def last_layer(self) -> nn.Parameter:
-        return self.layers[-1].weight
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.layers(x)
+        super().__init__(*layers)
+        self.in_channels = channels

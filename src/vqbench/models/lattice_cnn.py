@@ -10,7 +10,7 @@ CelebA [64], FashionMNIST [64].
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import nn
 
 from vqbench.models.simple_cnn import ResidualBlock
 
@@ -28,11 +28,9 @@ class LatticeCNNEncoder(nn.Sequential):
         self.out_channels = width
 
 
-class LatticeCNNDecoder(nn.Module):
+class LatticeCNNDecoder(nn.Sequential):
     def __init__(self, out_channels: int = 3, hidden_channels: tuple[int, ...] = (64,)):
-        super().__init__()
         width = hidden_channels[-1]
-        self.in_channels = width
         layers: list[nn.Module] = [nn.Conv2d(width, width, 3, padding=1), nn.LeakyReLU()]
         layers += [ResidualBlock(width), ResidualBlock(width), nn.LeakyReLU()]
         targets = [*reversed(hidden_channels[:-1]), out_channels]
@@ -41,11 +39,5 @@ class LatticeCNNDecoder(nn.Module):
             if i < len(targets) - 1:
                 layers.append(nn.LeakyReLU())
             width = target
-        self.layers = nn.Sequential(*layers)
-
-    @property
-    def last_layer(self) -> nn.Parameter:
-        return self.layers[-1].weight
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.layers(x)
+        super().__init__(*layers)
+        self.in_channels = hidden_channels[-1]
