@@ -7,6 +7,16 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+#: A narrow SimpleCNN trained for 3 steps, whatever the data.
+TINY_TRAINING = [
+    "model.hidden_channels=8",
+    "model.latent_channels=16",
+    "trainer.max_steps=3",
+    "trainer.val_check_interval=3",
+    "trainer.log_every_n_steps=1",
+    "trainer.enable_progress_bar=false",
+]
+
 #: Overrides that shrink a training to seconds on a CPU: 16x16 crops, narrow SimpleCNN, 3 steps.
 TINY = [
     "data.resolution=16",
@@ -15,12 +25,7 @@ TINY = [
     "data.make_dataset.train_length=16",
     "data.make_dataset.val_length=8",
     "data.make_dataset.test_length=12",
-    "model.hidden_channels=8",
-    "model.latent_channels=16",
-    "trainer.max_steps=3",
-    "trainer.val_check_interval=3",
-    "trainer.log_every_n_steps=1",
-    "trainer.enable_progress_bar=false",
+    *TINY_TRAINING,
 ]
 
 

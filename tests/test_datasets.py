@@ -11,6 +11,7 @@ import torch
 import torchvision.transforms.functional as TF
 from PIL import Image
 
+from tests.conftest import TINY_TRAINING
 from vqbench.data.cache import CachedImages, build_cache
 from vqbench.data.celeba import celeba_split
 from vqbench.data.fashion_mnist import fashion_mnist_split
@@ -275,12 +276,7 @@ def test_loader_worker_errors_keep_their_one_line_message(tmp_path):
 
 #: A narrow model and three steps; the data comes from each fixture.
 TINY_MODEL = [
-    "model.hidden_channels=8",
-    "model.latent_channels=16",
-    "trainer.max_steps=3",
-    "trainer.val_check_interval=3",
-    "trainer.log_every_n_steps=1",
-    "trainer.enable_progress_bar=false",
+    *TINY_TRAINING,
     "data.batch_size=2",
     "data.eval_batch_size=4",
     "data.num_workers=0",

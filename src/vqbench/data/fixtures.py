@@ -82,7 +82,8 @@ def write_fashion_mnist(root: Path, train: int = 24, test: int = 10, compress: b
 
 
 def write_imagenet(root: Path, classes: int = 2, per_class: int = 3, val: int = 4, flat_val: bool = True) -> Path:
-    """train/nXXXXXXXX/*.JPEG class folders (varied sizes and one grayscale image) and val/ (flat or by class)."""
+    """ImageNet's layout: train/<synset id>/*.JPEG class folders (ids shaped like n01440764; varied sizes and one
+    grayscale image) and val/ (flat or by class)."""
     sizes = [(300, 200), (180, 240), (512, 400)]
     index = 0
     for c in range(classes):
