@@ -130,6 +130,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
     if cfg.get("evaluate_after_training", False):
+        # Through the file just written, exactly as `+eval=true ckpt=...` would (weights or their EMA, eval module)
         payload = load_checkpoint(str(checkpoint))
         test_metrics, protocol, unavailable = evaluate_checkpoint(cfg, payload, str(checkpoint), out)
         metrics |= test_metrics

@@ -166,8 +166,7 @@ def published_table(rows: list[dict], table: PublishedTable) -> str:
     lines += ["", f"Source: {table.source}."]
     if table.note:
         lines.append(f"Note: {table.note}")
-    missing_rows = sum(1 for line_ in lines if line_.startswith("| ") and f"{MISSING} / " in line_)
-    if missing_rows:
+    if any(MISSING in cell_line for cell_line in lines if cell_line.startswith("| ")):
         lines.append(
             f"{MISSING}: not measured yet (no finished job for the row), or not measured here (the job's metrics.json "
             "says why under 'unavailable', e.g. missing LPIPS/Inception weights)."
