@@ -21,7 +21,8 @@ Two kinds of fixture, tensors only (no code of the original is stored):
   piqa on the same image pairs; the uint8 pixels ``save_image`` writes for rFID; codebook usage and perplexity over
   every token and over the 65,536-token queue.
 
-Needs the original's imports: torch, torchvision, omegaconf, scikit-image, piqa==1.3.2.
+Needs the original's imports: torch, torchvision, omegaconf, scikit-image and piqa==1.3.2
+(``pip install -e ".[reference]"``).
 """
 
 from __future__ import annotations
