@@ -43,6 +43,22 @@ def test_psnr_and_ssim_match_scikit_image(distortion):
         assert abs(float(ours_ssim[i]) - structural_similarity(a, b, data_range=1, channel_axis=-1)) < 1e-4
 
 
+@pytest.mark.parametrize("distortion", ["noise", "blur", "shift", "quantised", "contrast"])
+def test_gaussian_ssim_matches_scikit_image_in_wang_et_al_mode(distortion):
+    """metrics.ssim_window=gaussian is skimage's documented 'match Wang et al.' setting (and piqa's SSIM)."""
+    target = _real_photos()
+    preds = _distortions(target)[distortion]
+    ours = ssim(preds, target, window="gaussian")
+    assert not torch.allclose(ours, ssim(preds, target), atol=1e-3)
+    for i in range(target.shape[0]):
+        a = target[i].permute(1, 2, 0).double().numpy()
+        b = preds[i].permute(1, 2, 0).double().numpy()
+        reference = structural_similarity(
+            a, b, data_range=1, channel_axis=-1, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
+        )
+        assert abs(float(ours[i]) - reference) < 1e-4
+
+
 def test_ssim_of_identical_images_is_one():
     images = _real_photos()
     torch.testing.assert_close(ssim(images, images), torch.ones(4))

@@ -14,7 +14,7 @@ from vqbench.quantizers import (
     SimVQ,
     VectorQuantizer,
 )
-from vqbench.quantizers.distances import entropy_loss, nearest_code
+from vqbench.quantizers.distances import entropy_loss, entropy_terms, nearest_code
 from vqbench.quantizers.fsq import LEVELS_FOR_SIZE
 
 
@@ -125,13 +125,41 @@ def test_ema_statistics_are_buffers_and_codebook_gets_no_gradient():
     assert set(out.losses) == {"commitment"}
 
 
-def test_ema_update_matches_hand_computation():
-    q = EMAVectorQuantizer(4, 2, decay=0.9, epsilon=1e-5)
+def test_ema_default_update_is_the_visual_tokenizer_rule():
+    """Counts from 0, sums from the initial codes, no smoothing, codes without a vector in the batch keep their value,
+    and the batch is quantized with the codebook before its update (visual-tokenizer-pytorch,
+    models/quantizer/quantizer.py update_codebook, called after the step in train_vqvae.py)."""
+    q = EMAVectorQuantizer(4, 2, decay=0.9)
     codebook = torch.tensor([[0.0, 0.0], [1.0, 1.0], [-1.0, 2.0], [5.0, 5.0]])
     q.codebook.copy_(codebook)
     q.ema_sums.copy_(codebook)
     rows = torch.tensor([[0.1, 0.0], [0.9, 1.2], [1.1, 0.8], [-0.9, 2.1], [0.0, -0.2]])
-    q.train()(rows.t().reshape(1, 2, 5, 1))
+    out = q.train()(rows.t().reshape(1, 2, 5, 1))
+    torch.testing.assert_close(out.codes.reshape(2, 5).t(), codebook[[0, 1, 1, 2, 0]])  # the codes before the update
+    counts = torch.tensor([2.0, 2.0, 1.0, 0.0])
+    sums = torch.stack([rows[[0, 4]].sum(0), rows[[1, 2]].sum(0), rows[3], torch.zeros(2)])
+    n = 0.1 * counts
+    s = 0.9 * codebook + 0.1 * sums
+    torch.testing.assert_close(q.ema_counts, n)
+    torch.testing.assert_close(q.ema_sums, s)
+    torch.testing.assert_close(q.codebook[:3], s[:3] / n[:3, None])
+    assert torch.equal(q.codebook[3], codebook[3])  # no vector, no update (its S / N would be 0 / 0)
+    # a second batch with one vector, for code 3: the other codes keep the vectors of the first update
+    first = q.codebook.clone()
+    q(torch.tensor([[4.9, 5.0]]).t().reshape(1, 2, 1, 1))
+    assert torch.equal(q.codebook[:3], first[:3])
+    torch.testing.assert_close(q.codebook[3], (0.81 * codebook[3] + 0.1 * torch.tensor([4.9, 5.0])) / 0.1)
+
+
+def test_ema_laplace_smoothing_variant_matches_hand_computation():
+    """quantizer.epsilon=1e-5 quantizer.initial_count=1: Sonnet / VQ-VAE-2 smoothing, counts from one."""
+    q = EMAVectorQuantizer(4, 2, decay=0.9, epsilon=1e-5, initial_count=1.0)
+    codebook = torch.tensor([[0.0, 0.0], [1.0, 1.0], [-1.0, 2.0], [5.0, 5.0]])
+    q.codebook.copy_(codebook)
+    q.ema_sums.copy_(codebook)
+    rows = torch.tensor([[0.1, 0.0], [0.9, 1.2], [1.1, 0.8], [-0.9, 2.1], [0.0, -0.2]])
+    out = q.train()(rows.t().reshape(1, 2, 5, 1))
+    torch.testing.assert_close(out.codes.reshape(2, 5).t(), codebook[[0, 1, 1, 2, 0]])
     counts = torch.tensor([2.0, 2.0, 1.0, 0.0])
     sums = torch.stack([rows[[0, 4]].sum(0), rows[[1, 2]].sum(0), rows[3], torch.zeros(2)])
     n = 0.9 * torch.ones(4) + 0.1 * counts
@@ -349,6 +377,28 @@ def test_lfq_entropy_terms_match_a_direct_computation_over_all_codes():
     mean_p = p.mean(0)
     torch.testing.assert_close(out.losses["per_sample_entropy"], -(p * p.log()).sum(1).mean(), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(out.losses["codebook_entropy"], (mean_p * mean_p.log()).sum(), rtol=1e-4, atol=1e-5)
+
+
+def test_codebook_entropy_epsilon_is_inside_the_log():
+    """visual-tokenizer-pytorch's entropy_loss: -sum_k p_k log(p_k + 1e-5) for the batch-average entropy; the
+    per-sample entropy is unchanged. Codes far from every z have p_k << 1e-5, where the two logs differ most."""
+    z = torch.randn(64, 4)
+    codebook = torch.cat([torch.randn(8, 4), 3 + 0.1 * torch.randn(8, 4)])
+    exact = entropy_terms(z, codebook, temperature=0.5)
+    offset = entropy_terms(z, codebook, temperature=0.5, codebook_entropy_epsilon=1e-5)
+    p = torch.softmax(-torch.cdist(z, codebook).pow(2) / 0.5, dim=1)
+    mean_p = p.mean(0)
+    torch.testing.assert_close(offset[0], exact[0])
+    torch.testing.assert_close(offset[1], (mean_p * torch.log(mean_p + 1e-5)).sum(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(exact[1], (mean_p * torch.log(mean_p.clamp_min(1e-12))).sum(), rtol=1e-5, atol=1e-6)
+    assert mean_p.min() < 1e-6 and not torch.isclose(offset[1], exact[1], rtol=0, atol=1e-6)
+    # the quantizers pass it through
+    vq = VectorQuantizer(16, 4, compute_entropy=True, entropy_temperature=0.5, codebook_entropy_epsilon=1e-5).train()
+    vq.codebook.data.copy_(codebook)
+    torch.testing.assert_close(vq(z.t().reshape(1, 4, 64, 1)).losses["entropy"], offset[0] + offset[1])
+    lfq = LookupFreeQuantizer(4, bits=4, entropy_temperature=0.5, codebook_entropy_epsilon=1e-5).train()
+    expected = entropy_terms(z, lfq.implicit_codebook(z.device), 0.5, codebook_entropy_epsilon=1e-5)[1]
+    torch.testing.assert_close(lfq(z.t().reshape(1, 4, 64, 1)).losses["codebook_entropy"], expected)
 
 
 def test_lfq_entropy_for_many_bits_stays_chunked():

@@ -64,9 +64,20 @@ def test_celeba_sweeps_run_the_full_published_recipe():
     for name in [t for t in TABLES if t.startswith("celeba64")]:
         cfg = compose_sweep(name)
         assert cfg.trainer.max_steps == 500_000 and cfg.data.batch_size == 256 and cfg.optimizer.lr == 4e-4, name
-        assert cfg.hydra.runtime.choices.data == "celeba" and cfg.metrics.usage_window == 65536, name
+        # the table's evaluation protocol: usage over every test token, piqa's Gaussian SSIM
+        assert cfg.hydra.runtime.choices.data == "celeba" and cfg.metrics.usage_window is None, name
+        assert cfg.metrics.ssim_window == "gaussian" and cfg.model.residual_skip == "relu", name
     assert compose_sweep("celeba64_vq_l2").quantizer.l2_norm_mode == "seed"
-    assert compose_sweep("celeba64_fsq").quantizer._target_.endswith("FSQ")
+    assert compose_sweep("celeba64_vq_entropy").quantizer.codebook_entropy_epsilon == 1e-5
+    assert compose_sweep("celeba64_lfq").quantizer.codebook_entropy_epsilon == 1e-5
+    rows = compose_sweep("celeba64_fsq").hydra.sweeper.params["sweep/celeba64_fsq_rows"].split(",")
+    assert {p.stem for p in (ROOT / "sweeps" / "celeba64_fsq_rows").glob("*.yaml")} == set(rows)
+    for row in rows:  # the original maps the encoder straight to len(levels) channels: FSQ projects nothing
+        # a multirun job lists the swept row before +sweep=...; the row must win over the experiment either way
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            fsq = compose(config_name="config", overrides=[f"sweep/celeba64_fsq_rows={row}", "+sweep=celeba64_fsq"])
+        assert fsq.quantizer._target_.endswith("FSQ") and fsq.codebook.dim == len(fsq.quantizer.levels)
+        assert "-".join(map(str, fsq.quantizer.levels)) == row
     params = compose_sweep("celeba64_vq_dim").hydra.sweeper.params
     assert params["codebook.dim"] == "4,8,16,32,64"
     imagenet = compose_sweep("imagenet128_fsq")
@@ -117,7 +128,7 @@ def test_sweep_evaluates_reports_and_resumes_after_an_interruption(tmp_path, cap
     assert sorted(records) == [0, 1, 2, 3]
     for record in records.values():
         assert record["kind"] == "train+eval" and record["protocol"]["split"] == "test"
-        assert record["config"]["metrics"]["usage_window"] == 65536
+        assert record["config"]["metrics"]["usage_window"] is None
         assert set(record["unavailable"]) == set()  # lpips/rfid switched off, not missing
     # the report: every measured cell is the job's metrics.json value, beside the seed's
     assert report_main([str(sweep), "--table", "celeba64_vq_ema"]) == 0

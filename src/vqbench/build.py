@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from vqbench.errors import ConfigError
 from vqbench.losses import PerceptualLoss
+from vqbench.metrics import SSIM_WINDOWS
 from vqbench.models.discriminator import PatchDiscriminator
 from vqbench.models.tokenizer import Tokenizer
 from vqbench.quantizers.base import Quantizer
@@ -63,6 +64,10 @@ def check_config(cfg: DictConfig) -> None:
     if window is not None and (not isinstance(window, int) or isinstance(window, bool) or window < 1):
         raise ConfigError(
             f"metrics.usage_window must be a positive number of tokens (e.g. 65536) or null, got {window!r}"
+        )
+    if cfg.metrics.get("ssim_window", "uniform") not in SSIM_WINDOWS:
+        raise ConfigError(
+            f"metrics.ssim_window must be one of {', '.join(SSIM_WINDOWS)}, got {cfg.metrics.ssim_window!r}"
         )
     ema_decay = cfg.get("ema_decay")
     if ema_decay is not None and not 0 < ema_decay < 1:
@@ -120,6 +125,7 @@ def build_training_module(cfg: DictConfig, for_training: bool = True) -> Tokeniz
         # Unresolved, so that an evaluation's data.root=... reaches every key that interpolates it.
         config_yaml=OmegaConf.to_yaml(cfg, resolve=False),
         usage_window=cfg.metrics.get("usage_window"),
+        ssim_window=cfg.metrics.get("ssim_window", "uniform"),
     )
 
 

@@ -219,6 +219,14 @@ def evaluation_config(trained: DictConfig, cfg: DictConfig, overrides: list[str]
     return merged
 
 
+SSIM_PROTOCOLS = {
+    "uniform": "per image, 7x7 uniform window, K1 0.01, K2 0.03, sample covariance, then the mean "
+    "(skimage.metrics.structural_similarity defaults)",
+    "gaussian": "per image, 11x11 Gaussian window (sigma 1.5), K1 0.01, K2 0.03, population covariance, then the "
+    "mean (Wang et al. 2004; piqa.SSIM)",
+}
+
+
 def evaluate_checkpoint(
     eval_cfg: DictConfig, payload: dict, ckpt: str, out: Path
 ) -> tuple[dict[str, float], dict, dict[str, str]]:
@@ -257,8 +265,7 @@ def evaluate_checkpoint(
         "weights": "weight EMA" if eval_cfg.metrics.get("use_ema", False) else "trained weights",
         "data_range": "reconstructions clamped to [-1, 1], mapped to [0, 1]",
         "psnr": "per image on [0, 1], then the mean (skimage.metrics.peak_signal_noise_ratio)",
-        "ssim": "per image, 7x7 uniform window, K1 0.01, K2 0.03, sample covariance, then the mean "
-        "(skimage.metrics.structural_similarity defaults)",
+        "ssim": SSIM_PROTOCOLS[eval_cfg.metrics.get("ssim_window", "uniform")],
         "l1": "mean absolute error per image on [0, 1], then the mean",
         "lpips": "lpips package, AlexNet, inputs in [-1, 1], per image then the mean",
         "rfid": "torchmetrics FrechetInceptionDistance over torch-fidelity's inception-v3-compat (2048-d pool "

@@ -1,4 +1,4 @@
-"""PSNR and SSIM per image, matching scikit-image's definitions, as batched tensor code.
+"""PSNR and SSIM per image, matching scikit-image's definitions (and piqa's Gaussian SSIM), as batched tensor code.
 
 Both take B x C x H x W tensors in [0, 1] and return one float32 value per image, so a mean over a dataset is a mean
 over images (the protocol of every seed table), not over batches. They compute in float64 whatever the input dtype:
@@ -18,29 +18,52 @@ def psnr(preds: Tensor, target: Tensor, data_range: float = 1.0) -> Tensor:
     return (10 * torch.log10(data_range**2 / mse)).float()
 
 
+SSIM_WINDOWS = ("uniform", "gaussian")
+
+
 def ssim(
-    preds: Tensor, target: Tensor, data_range: float = 1.0, window: int = 7, k1: float = 0.01, k2: float = 0.03
+    preds: Tensor,
+    target: Tensor,
+    data_range: float = 1.0,
+    window: str = "uniform",
+    k1: float = 0.01,
+    k2: float = 0.03,
 ) -> Tensor:
-    """Mean structural similarity per image, as ``skimage.metrics.structural_similarity(data_range=1,
-    channel_axis=-1)`` with its defaults (Wang et al. 2004, eq. 13):
+    """Mean structural similarity per image (Wang et al. 2004, "Image Quality Assessment: From Error Visibility to
+    Structural Similarity", eq. 13):
 
         SSIM = (2 mu_x mu_y + C1)(2 s_xy + C2) / ((mu_x^2 + mu_y^2 + C1)(s_x^2 + s_y^2 + C2)),
         C1 = (k1 R)^2, C2 = (k2 R)^2,
 
-    with local statistics from a ``window`` x ``window`` uniform filter and sample covariances (factor
-    n / (n - 1), n = window^2). scikit-image filters with reflection padding and then discards a border of
-    (window - 1) / 2 pixels before averaging, which is exactly the set of positions a padding-free ("valid")
-    filter produces; averaging is over pixels, then over channels.
+    with local statistics from one of two windows:
+
+    - ``"uniform"``: a 7x7 uniform filter and sample covariances (factor n / (n - 1), n = 49), the defaults of
+      ``skimage.metrics.structural_similarity(data_range=1, channel_axis=-1)``;
+    - ``"gaussian"``: an 11x11 Gaussian filter of sigma 1.5 (normalised to sum 1) and population covariances, the
+      setting of Wang et al.; piqa's ``SSIM`` (which measured the CelebA benchmark tables of
+      xyfJASON/visual-tokenizer-pytorch) and skimage with ``gaussian_weights=True, sigma=1.5,
+      use_sample_covariance=False``.
+
+    Only positions where the window fits inside the image count (skimage filters with reflection padding and then
+    discards that border; piqa filters without padding); averaging is over pixels, then over channels.
     """
+    if window not in SSIM_WINDOWS:
+        raise ValueError(f"metrics.ssim_window must be one of {SSIM_WINDOWS}, got {window!r}")
     x, y = preds.double(), target.double()
     c = x.shape[1]
-    kernel = torch.full((c, 1, window, window), 1.0 / window**2, dtype=x.dtype, device=x.device)
+    if window == "uniform":
+        size, cov_norm = 7, 49 / 48
+        weights = torch.full((size,), 1.0 / size, dtype=x.dtype, device=x.device)
+    else:
+        size, cov_norm, sigma = 11, 1.0, 1.5
+        offsets = torch.arange(size, dtype=x.dtype, device=x.device) - (size - 1) / 2
+        weights = torch.exp(-(offsets**2) / (2 * sigma**2))
+        weights = weights / weights.sum()
+    kernel = torch.outer(weights, weights).expand(c, 1, size, size)
 
     def local_mean(t: Tensor) -> Tensor:
         return F.conv2d(t, kernel, groups=c)
 
-    n = window**2
-    cov_norm = n / (n - 1)
     mu_x, mu_y = local_mean(x), local_mean(y)
     var_x = cov_norm * (local_mean(x * x) - mu_x * mu_x)
     var_y = cov_norm * (local_mean(y * y) - mu_y * mu_y)

@@ -1,20 +1,30 @@
-"""SimpleCNN encoder/decoder of the CelebA-64 benchmark (shared/seeds/000, every 64x64 row).
+"""SimpleCNN encoder/decoder of the CelebA 64x64 benchmark of xyfJASON/visual-tokenizer-pytorch
+(``models/autoencoder/simple_cnn.py``), the architecture of every row of its tables.
 
 Encoder: Conv(C->128, k4 s2 p1) -> LeakyReLU(0.01) -> Conv(128->256, k4 s2 p1) -> LeakyReLU -> Conv(256->256, k3 p1)
          -> 2 x ResidualBlock.                                 Downsampling factor 4: 64x64 -> 16x16 tokens.
 Decoder: 2 x ResidualBlock -> LeakyReLU -> Conv(256->256, k3 p1) -> LeakyReLU -> ConvT(256->128, k4 s2 p1)
          -> LeakyReLU -> ConvT(128->C, k4 s2 p1) -> Tanh.
-ResidualBlock: x + Conv1x1(ReLU(Conv3x3(ReLU(x)))), both convolutions without bias.
+ResidualBlock: skip(x) + Conv1x1(ReLU(Conv3x3(ReLU(x)))), both convolutions without bias, where skip is ReLU
+(``residual_skip="relu"``, the default) or the identity (``"identity"``, the textbook x + f(x)). The original's block
+starts with ``nn.ReLU(inplace=True)``, which overwrites x before the skip connection adds it, so every published row
+was trained with relu(x) + f(x).
 """
 
 from __future__ import annotations
 
 from torch import Tensor, nn
 
+RESIDUAL_SKIPS = ("relu", "identity")
+
 
 class ResidualBlock(nn.Module):
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, skip: str = "identity"):
         super().__init__()
+        if skip not in RESIDUAL_SKIPS:
+            raise ValueError(f"model.residual_skip must be one of {RESIDUAL_SKIPS}, got {skip!r}")
+        # relu(relu(x)) = relu(x): the body's own first ReLU changes nothing after a ReLU skip.
+        self.skip = nn.ReLU() if skip == "relu" else nn.Identity()
         self.body = nn.Sequential(
             nn.ReLU(),
             nn.Conv2d(channels, channels, 3, padding=1, bias=False),
@@ -23,12 +33,18 @@ class ResidualBlock(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
+        x = self.skip(x)
         return x + self.body(x)
 
 
 class SimpleCNNEncoder(nn.Sequential):
     def __init__(
-        self, in_channels: int = 3, hidden_channels: int = 128, out_channels: int = 256, num_res_blocks: int = 2
+        self,
+        in_channels: int = 3,
+        hidden_channels: int = 128,
+        out_channels: int = 256,
+        num_res_blocks: int = 2,
+        residual_skip: str = "relu",
     ):
         super().__init__(
             nn.Conv2d(in_channels, hidden_channels, 4, stride=2, padding=1),
@@ -36,17 +52,22 @@ class SimpleCNNEncoder(nn.Sequential):
             nn.Conv2d(hidden_channels, out_channels, 4, stride=2, padding=1),
             nn.LeakyReLU(0.01),
             nn.Conv2d(out_channels, out_channels, 3, padding=1),
-            *[ResidualBlock(out_channels) for _ in range(num_res_blocks)],
+            *[ResidualBlock(out_channels, residual_skip) for _ in range(num_res_blocks)],
         )
         self.out_channels = out_channels
 
 
 class SimpleCNNDecoder(nn.Sequential):
     def __init__(
-        self, out_channels: int = 3, hidden_channels: int = 128, in_channels: int = 256, num_res_blocks: int = 2
+        self,
+        out_channels: int = 3,
+        hidden_channels: int = 128,
+        in_channels: int = 256,
+        num_res_blocks: int = 2,
+        residual_skip: str = "relu",
     ):
         super().__init__(
-            *[ResidualBlock(in_channels) for _ in range(num_res_blocks)],
+            *[ResidualBlock(in_channels, residual_skip) for _ in range(num_res_blocks)],
             nn.LeakyReLU(0.01),
             nn.Conv2d(in_channels, in_channels, 3, padding=1),
             nn.LeakyReLU(0.01),

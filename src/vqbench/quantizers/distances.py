@@ -51,15 +51,22 @@ def _entropy_sums(z: Tensor, codebook: Tensor, temperature: float) -> tuple[Tens
 
 
 def entropy_terms(
-    z: Tensor, codebook: Tensor, temperature: float = 0.01, max_elements: int = DEFAULT_MAX_ELEMENTS
+    z: Tensor,
+    codebook: Tensor,
+    temperature: float = 0.01,
+    max_elements: int = DEFAULT_MAX_ELEMENTS,
+    codebook_entropy_epsilon: float = 0.0,
 ) -> tuple[Tensor, Tensor]:
-    """The two parts of the entropy regulariser, with p_i = softmax(-||z_i - e||^2 / tau):
+    """The two parts of the entropy regulariser, with p_i = softmax(-||z_i - e||^2 / tau) and p = mean_i p_i:
 
-        per_sample = mean_i H(p_i)          (minimise: confident assignments)
-        codebook   = -H(mean_i p_i)         (minimise: spread tokens over the whole codebook)
+        per_sample = mean_i H(p_i)                          (minimise: confident assignments)
+        codebook   = sum_k p_k log(p_k + eps)  = -H(p)      (minimise: spread tokens over the whole codebook)
 
-    Yu et al. 2023, "Language Model Beats Diffusion" (MAGVIT-v2), eq. 5. Each chunk of rows is recomputed in the
-    backward pass (activation checkpointing), so neither pass holds an N x K matrix.
+    Yu et al. 2023, "Language Model Beats Diffusion" (MAGVIT-v2, arXiv:2310.05737), eq. 5. ``eps`` is
+    ``codebook_entropy_epsilon``: 0 gives the exact entropy; xyfJASON/visual-tokenizer-pytorch (the CelebA tables)
+    uses 1e-5 (``entropy_loss`` in models/quantizer/quantizer.py and lookup_free_quantizer.py), which weakens the
+    push toward codes whose mean probability is far below 1e-5. Each chunk of rows is recomputed in the backward
+    pass (activation checkpointing), so neither pass holds an N x K matrix.
     """
     n = z.shape[0]
     step = chunk_rows(codebook.shape[0], max_elements)
@@ -74,15 +81,22 @@ def entropy_terms(
         sum_entropy = sum_entropy + h
         sum_probs = sum_probs + p
     mean_probs = sum_probs / n
-    codebook_entropy = -(mean_probs * torch.log(mean_probs.clamp_min(1e-12))).sum()
-    return sum_entropy / n, -codebook_entropy
+    if codebook_entropy_epsilon > 0:
+        log_mean_probs = torch.log(mean_probs + codebook_entropy_epsilon)
+    else:
+        log_mean_probs = torch.log(mean_probs.clamp_min(1e-12))
+    return sum_entropy / n, (mean_probs * log_mean_probs).sum()
 
 
 def entropy_loss(
-    z: Tensor, codebook: Tensor, temperature: float = 0.01, max_elements: int = DEFAULT_MAX_ELEMENTS
+    z: Tensor,
+    codebook: Tensor,
+    temperature: float = 0.01,
+    max_elements: int = DEFAULT_MAX_ELEMENTS,
+    codebook_entropy_epsilon: float = 0.0,
 ) -> Tensor:
     """L = mean_i H(p_i) - H(mean_i p_i): the sum of ``entropy_terms`` (tau = 0.01, weight 0.1 in the CelebA table)."""
-    per_sample, codebook_term = entropy_terms(z, codebook, temperature, max_elements)
+    per_sample, codebook_term = entropy_terms(z, codebook, temperature, max_elements, codebook_entropy_epsilon)
     return per_sample + codebook_term
 
 

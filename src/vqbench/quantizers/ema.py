@@ -1,16 +1,27 @@
 """Vector quantization whose codebook follows exponential moving averages of its assigned vectors.
 
-van den Oord et al. 2017, appendix A.1; Razavi et al. 2019 (VQ-VAE-2). With decay gamma, per-code counts N_k and
-sums S_k (buffers, not parameters: the codebook gets no gradient), for a batch with n_k vectors assigned to code k:
+van den Oord et al. 2017, "Neural Discrete Representation Learning" (arXiv:1711.00937), appendix A.1. With decay
+gamma, per-code counts N_k and sums S_k (buffers, not parameters: the codebook gets no gradient), for a batch with
+n_k vectors assigned to code k:
 
     N_k <- gamma N_k + (1 - gamma) n_k
     S_k <- gamma S_k + (1 - gamma) sum_{i: k_i = k} z_i
-    e_k  = S_k / N~_k,   N~_k = (N_k + eps) / (sum_j N_j + K eps) * sum_j N_j     (Laplace smoothing, eps = 1e-5)
+    e_k  = S_k / N_k                      for the codes with n_k > 0; the others keep their vector   (epsilon = 0)
+    e_k  = S_k / N~_k,  N~_k = (N_k + eps) / (sum_j N_j + K eps) * sum_j N_j   for every code            (epsilon > 0)
 
-The only loss is the commitment term MSE(z, sg(q)). Under DDP the batch counts n and sums are all-reduced across
-ranks *before* the update, so every rank keeps the same codebook and it equals the single-process result on the
-concatenated batch. Optional dead-code restart replaces codes whose N_k falls below ``dead_code_threshold`` with
-random vectors of the current batch (taken from rank 0 and broadcast, so ranks stay identical).
+The defaults (epsilon = 0, counts from ``initial_count`` = 0, sums from the initial codes) are the rule of
+xyfJASON/visual-tokenizer-pytorch (``models/quantizer/quantizer.py``, ``update_codebook``), the code behind the
+CelebA tables, and the paper's equations as written. ``epsilon`` > 0 is the Laplace smoothing of the Sonnet
+implementation and VQ-VAE-2 (Razavi et al. 2019, arXiv:1906.00446); pair it with ``initial_count=1``, otherwise a
+code that never wins keeps S_k = gamma^t e_k over N~_k ~ eps and is blown up.
+
+The batch is quantized with the codebook as it was *before* this batch's update, as every reference implementation
+does; the update then happens in the same forward pass (the original runs it after the optimizer step, which does
+not touch the codebook). The only loss is the commitment term MSE(z, sg(q)). Under DDP the batch counts n and sums
+are all-reduced across ranks *before* the update, so every rank keeps the same codebook and it equals the
+single-process result on the concatenated batch. Optional dead-code restart replaces codes whose N_k falls below
+``dead_code_threshold`` with random vectors of the current batch (taken from rank 0 and broadcast, so ranks stay
+identical).
 """
 
 from __future__ import annotations
@@ -35,7 +46,8 @@ class EMAVectorQuantizer(Quantizer):
         codebook_size: int,
         dim: int,
         decay: float = 0.99,
-        epsilon: float = 1e-5,
+        epsilon: float = 0.0,
+        initial_count: float = 0.0,
         dead_code_threshold: float = 0.0,
         l2_norm: bool = False,
     ):
@@ -44,6 +56,10 @@ class EMAVectorQuantizer(Quantizer):
             raise ValueError(f"codebook.size must be a positive integer, got {codebook_size}")
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"quantizer.decay must be in [0, 1), got {decay}")
+        if epsilon < 0 or initial_count < 0:
+            raise ValueError(
+                f"quantizer.epsilon and quantizer.initial_count must be >= 0, got {epsilon} and {initial_count}"
+            )
         if l2_norm:
             raise ValueError("quantizer=ema does not support codebook.l2_norm=true; use quantizer=vq for l2 codes")
         self.codebook_size = codebook_size
@@ -52,15 +68,14 @@ class EMAVectorQuantizer(Quantizer):
         self.dead_code_threshold = dead_code_threshold
         initial = VectorQuantizer.initial_codebook(codebook_size, dim)
         self.register_buffer("codebook", initial.clone())
-        # Counts start at one and sums at the initial codes, so an unused code stays where it was initialised.
-        self.register_buffer("ema_counts", torch.ones(codebook_size))
+        self.register_buffer("ema_counts", torch.full((codebook_size,), float(initial_count)))
         self.register_buffer("ema_sums", initial.clone())
 
     def quantize(self, z: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         indices = nearest_code(z.detach(), self.codebook)
+        q = self.codebook[indices]  # a copy: the update below does not change this batch's codes
         if self.training:
             self.update_codebook(z.detach(), indices)
-        q = self.codebook[indices]
         return straight_through(z, q), indices, {"commitment": F.mse_loss(z, q)}
 
     @torch.no_grad()
@@ -72,9 +87,14 @@ class EMAVectorQuantizer(Quantizer):
             dist.all_reduce(sums)
         self.ema_counts.mul_(self.decay).add_(counts, alpha=1 - self.decay)
         self.ema_sums.mul_(self.decay).add_(sums, alpha=1 - self.decay)
-        total = self.ema_counts.sum()
-        smoothed = (self.ema_counts + self.epsilon) / (total + self.codebook_size * self.epsilon) * total
-        self.codebook.copy_(self.ema_sums / smoothed.unsqueeze(1))
+        if self.epsilon > 0:
+            total = self.ema_counts.sum()
+            smoothed = (self.ema_counts + self.epsilon) / (total + self.codebook_size * self.epsilon) * total
+            self.codebook.copy_(self.ema_sums / smoothed.unsqueeze(1))
+        else:
+            # Unassigned codes keep their vector: S_k / N_k would be unchanged (or 0 / 0 for a code never used).
+            unassigned = (counts == 0).unsqueeze(1)
+            self.codebook.copy_(torch.where(unassigned, self.codebook, self.ema_sums / self.ema_counts.unsqueeze(1)))
         if self.dead_code_threshold > 0:
             self.restart_dead_codes(z)
 

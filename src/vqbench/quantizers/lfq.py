@@ -6,7 +6,8 @@ Each of ``bits`` channels is quantized to its sign; the codebook {-1, +1}^bits i
     q = sign(z) (0 -> +1),   codes = z + sg(q - z),   index = sum_i [q_i > 0] 2^i
     L_commitment = MSE(z, sg(q))                                      (weight 0.25)
     L_per_sample_entropy = mean_i H(p_i),  L_codebook_entropy = -H(mean_i p_i)   (weights 0.1 each)
-    with p_i = softmax(-||z_i - c||^2 / tau) over the 2^bits implicit codes, tau = 0.01.
+    with p_i = softmax(-||z_i - c||^2 / tau) over the 2^bits implicit codes, tau = 0.01, and
+    ``codebook_entropy_epsilon`` inside the log of the codebook entropy (``distances.entropy_terms``).
 
 The entropy terms walk over the rows in chunks (``distances.entropy_terms``), so bits = 14..18 never needs an
 N x 2^bits matrix at once. ``codebook.dim`` vectors are projected to ``bits`` channels and back.
@@ -40,6 +41,7 @@ class LookupFreeQuantizer(Quantizer):
         codebook_size: int | None = None,
         compute_entropy: bool = True,
         entropy_temperature: float = 0.01,
+        codebook_entropy_epsilon: float = 0.0,
     ):
         super().__init__(dim)
         self.bits = int(bits) if bits else bits_for_codebook_size(codebook_size)
@@ -48,6 +50,7 @@ class LookupFreeQuantizer(Quantizer):
         self.codebook_size = 2**self.bits
         self.compute_entropy = compute_entropy
         self.entropy_temperature = entropy_temperature
+        self.codebook_entropy_epsilon = codebook_entropy_epsilon
         self.register_buffer("_powers", 2 ** torch.arange(self.bits), persistent=False)
         self.project_in = projection(dim, self.bits)
         self.project_out = projection(self.bits, dim)
@@ -64,7 +67,12 @@ class LookupFreeQuantizer(Quantizer):
         indices = (positive.long() * self._powers).sum(1)
         losses = {"commitment": F.mse_loss(z, q)}
         if self.compute_entropy and self.training:
-            per_sample, codebook_term = entropy_terms(z, self.implicit_codebook(z.device), self.entropy_temperature)
+            per_sample, codebook_term = entropy_terms(
+                z,
+                self.implicit_codebook(z.device),
+                self.entropy_temperature,
+                codebook_entropy_epsilon=self.codebook_entropy_epsilon,
+            )
             losses["per_sample_entropy"] = per_sample
             losses["codebook_entropy"] = codebook_term
         return self.project_out(straight_through(z, q)), indices, losses

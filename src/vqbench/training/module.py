@@ -17,6 +17,7 @@ perplexity, effective codebook size. Evaluation adds its own (LPIPS, rFID) with 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import lightning as L
 import torch
@@ -86,6 +87,7 @@ class TokenizerModule(L.LightningModule):
         ema_decay: float | None = None,
         config_yaml: str | None = None,
         usage_window: int | None = None,
+        ssim_window: str = "uniform",
     ):
         super().__init__()
         self.automatic_optimization = False
@@ -101,13 +103,15 @@ class TokenizerModule(L.LightningModule):
         self.ema = WeightEMA(tokenizer, ema_decay) if ema_decay else None
         self.config_yaml = config_yaml
         self.usage_window = usage_window
+        self.ssim_window = ssim_window
         self.metrics = nn.ModuleDict({stage: self._make_metrics() for stage in ("val", "test")})
         # LeCam's EMAs of the mean real and fake logits
         self.register_buffer("lecam_real", torch.zeros(()))
         self.register_buffer("lecam_fake", torch.zeros(()))
 
     def _make_metrics(self) -> nn.ModuleDict:
-        metrics = {"psnr": MeanPerImage(psnr), "ssim": MeanPerImage(ssim), "l1": MeanPerImage(l1)}
+        ssim_fn = partial(ssim, window=self.ssim_window)
+        metrics = {"psnr": MeanPerImage(psnr), "ssim": MeanPerImage(ssim_fn), "l1": MeanPerImage(l1)}
         size = self.tokenizer.quantizer.codebook_size
         if size is not None:
             metrics["codebook"] = CodebookUsage(size, window=self.usage_window)
