@@ -131,7 +131,7 @@ def build_evaluation_metrics(cfg: DictConfig, image_size: tuple[int, int]) -> tu
     """LPIPS and rFID, as ``metrics.lpips`` / ``metrics.rfid`` ask, and why any of them is unavailable.
 
     Missing pretrained weights offline are not fatal here: the evaluation reports every other metric and names
-    the missing file (SPEC §6); nothing is ever filled in with a placeholder number.
+    the missing file (docs/protocol.md); nothing is ever filled in with a placeholder number.
     """
     from vqbench.metrics.fid import ReconstructionFID
     from vqbench.metrics.lpips_metric import LPIPS

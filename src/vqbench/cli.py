@@ -222,8 +222,8 @@ def evaluation_config(trained: DictConfig, cfg: DictConfig, overrides: list[str]
 def evaluate_checkpoint(
     eval_cfg: DictConfig, payload: dict, ckpt: str, out: Path
 ) -> tuple[dict[str, float], dict, dict[str, str]]:
-    """SPEC §6 on the test split: the metrics, the protocol that produced them, and the metrics that could not be
-    computed (missing pretrained weights) with the reason."""
+    """The evaluation protocol (docs/protocol.md) on the test split: the metrics, the protocol that produced them,
+    and the metrics that could not be computed (missing pretrained weights) with the reason."""
     module = build_training_module(eval_cfg, for_training=False)
     load_tokenizer_weights(module, payload, ckpt, use_ema=bool(eval_cfg.metrics.get("use_ema", False)))
     datamodule = build_datamodule(eval_cfg)

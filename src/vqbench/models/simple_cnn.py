@@ -1,4 +1,4 @@
-"""SimpleCNN encoder/decoder of the CelebA-64 benchmark (shared/seeds/000, every 64x64 row).
+"""SimpleCNN encoder/decoder of the CelebA-64 benchmark (xyfJASON/visual-tokenizer-pytorch, every 64x64 row).
 
 Encoder: Conv(C->128, k4 s2 p1) -> LeakyReLU(0.01) -> Conv(128->256, k4 s2 p1) -> LeakyReLU -> Conv(256->256, k3 p1)
          -> 2 x ResidualBlock.                                 Downsampling factor 4: 64x64 -> 16x16 tokens.
