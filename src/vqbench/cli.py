@@ -180,15 +180,6 @@ def load_tokenizer_weights(module: TokenizerModule, payload: dict, ckpt: str, us
         raise CheckpointError(f"ckpt={ckpt} does not match the model in its own config: {error}") from None
 
 
-def load_tokenizer(ckpt: str, use_ema: bool = False):
-    """The trained Tokenizer of a checkpoint (eval mode, on the CPU) and its config, for notebooks and scripts."""
-    payload = load_checkpoint(ckpt)
-    cfg = OmegaConf.create(payload["vqbench_config"])
-    module = build_training_module(cfg, for_training=False)
-    load_tokenizer_weights(module, payload, ckpt, use_ema=use_ema)
-    return module.tokenizer.eval(), cfg
-
-
 def _touches(override: str, node: str) -> bool:
     key = override.lstrip("+~").split("=", 1)[0]
     return key == node or key.startswith(node + ".")
