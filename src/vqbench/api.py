@@ -129,12 +129,21 @@ def load_tokenizer(checkpoint: str, use_ema: bool = False, device: str | torch.d
     """The tokenizer of a vqbench checkpoint (``checkpoints/last.ckpt`` of a training run, or the output of
     ``python -m vqbench.convert``), read tensors-only (``torch.load(weights_only=True)``). ``use_ema=True`` takes the
     weight EMA of a run trained with ``ema_decay``."""
-    from vqbench.build import build_training_module
-    from vqbench.cli import load_checkpoint, load_tokenizer_weights
+    from vqbench.cli import load_checkpoint
 
-    payload = load_checkpoint(str(checkpoint))
-    config = OmegaConf.create(payload["vqbench_config"])
-    module = build_training_module(config, for_training=False)
-    load_tokenizer_weights(module, payload, str(checkpoint), use_ema=use_ema)
+    return tokenizer_from_checkpoint(load_checkpoint(str(checkpoint)), str(checkpoint), use_ema, device)
+
+
+def tokenizer_from_checkpoint(
+    payload: dict, checkpoint: str, use_ema: bool, device: str | torch.device, config: DictConfig | None = None
+) -> ImageTokenizer:
+    """The tokenizer of a checkpoint already read by ``cli.load_checkpoint``; ``config``: the checkpoint's own
+    config with changes (e.g. an export's data overrides), by default the checkpoint's."""
+    from vqbench.build import build_training_module
+    from vqbench.cli import load_tokenizer_weights
+
+    trained = OmegaConf.create(payload["vqbench_config"])
+    module = build_training_module(trained, for_training=False)
+    load_tokenizer_weights(module, payload, checkpoint, use_ema=use_ema)
     device = torch.device(device)
-    return ImageTokenizer(module.tokenizer.eval().to(device), config, device)
+    return ImageTokenizer(module.tokenizer.eval().to(device), trained if config is None else config, device)
