@@ -191,3 +191,19 @@ def test_a_converted_checkpoint_evaluates_with_run_py(tmp_path):
     record = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert record["kind"] == "eval" and record["protocol"]["images"] == 4
     assert 0 < record["metrics"]["test/codebook_usage"] <= 1 and record["config"]["codebook"]["size"] == 64
+
+
+def test_the_report_puts_an_evaluation_of_released_weights_beside_the_authors_numbers(tmp_path, capsys):
+    from vqbench.report import main as report_main
+    from vqbench.results import write_metrics
+
+    metrics = {"test/psnr": 20.5, "test/ssim": 0.55, "test/rfid": 2.5}
+    config = {"codebook": {"size": 16384, "dim": 8, "l2_norm": True}}
+    write_metrics(tmp_path / "llamagen", {"kind": "eval", "metrics": metrics, "config": config})
+    assert report_main([str(tmp_path), "--table", "imagenet256_pretrained"]) == 0
+    table = capsys.readouterr().out
+    assert (
+        "| vq_ds16_c2i | 16384 | 8 | Yes | 20.50 / 20.79 (-0.29) | 0.550 / 0.675 (-0.125) | 2.50 / 2.19 (+0.31) |"
+        in table
+    )
+    assert "| VQGAN ImageNet (f=16), 1024 | 1024 | 256 | No | — | — | — / 7.94 |" in table
