@@ -9,7 +9,8 @@ builds its ``VQModel`` with l2-normalised codes, narrows the encoder and decoder
 parameter random values (rounded to float16 so that the stored half-precision weights are exact), and stores the
 weights, a random input and what ``VQModel`` computes from it: the pre-quantization latent, the token ids and the
 decoded image. The converter test rebuilds LlamaGen's checkpoint layout from these weights, converts it and must
-reproduce the three outputs.
+reproduce the three outputs. The stored ``vq_model_random.pt`` was recorded from commit
+ce98ec41803a74a90ce68c40ababa9eaeffeb4ec (also stored in the file, under ``commit``).
 """
 
 from __future__ import annotations
