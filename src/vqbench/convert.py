@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 import tempfile
 from collections.abc import Callable
@@ -139,10 +138,10 @@ class Architecture:
     codebook_dim: int
 
 
-def _count(keys: set[str], pattern: str) -> int:
-    """How many consecutive i from 0 have a key matching ``pattern.format(i)`` (a regex prefix)."""
+def _count(present: Callable[[int], bool]) -> int:
+    """How many consecutive n = 0, 1, ... have ``present(n)``."""
     n = 0
-    while any(re.match(pattern.format(n), key) for key in keys):
+    while present(n):
         n += 1
     return n
 
@@ -154,11 +153,10 @@ def _shape(state: dict[str, Tensor], key: str, path: Path, fmt: str) -> torch.Si
 
 
 def infer_architecture(state: dict[str, Tensor], layout: Layout, path: Path, fmt: str) -> Architecture:
-    keys = set(state)
     conv_in = _shape(state, "encoder.conv_in.weight", path, fmt)
     channels = conv_in[0]
-    levels = _count(keys, re.escape(layout.encoder_block(999, 0)).replace("999", "{}") + r"\.")
-    blocks = _count(keys, re.escape(layout.encoder_block(0, 999)).replace("999", "{}") + r"\.")
+    levels = _count(lambda level: f"{layout.encoder_block(level, 0)}.conv1.weight" in state)
+    blocks = _count(lambda block: f"{layout.encoder_block(0, block)}.conv1.weight" in state)
     if levels == 0 or blocks == 0:
         raise CheckpointError(
             f"{path} is not a {fmt} VQGAN checkpoint: no {layout.encoder_block(0, 0)}.* weights in its state dict"

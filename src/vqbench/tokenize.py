@@ -100,17 +100,16 @@ def _default_device() -> str:
     return "cpu"
 
 
-def _create_once(path: Path, write) -> bool:
-    """Creates ``path`` with ``write(temporary path)`` unless it exists; atomic, so that concurrent shards agree on
-    one file. True when this call created it."""
+def _create_once(path: Path, write) -> None:
+    """Creates ``path`` with ``write(temporary path)`` unless it exists. The file appears complete or not at all
+    (a hard link of the finished temporary file), and when shards race, one creates it and the others keep it."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
     os.close(fd)
     try:
         write(Path(tmp))
         os.link(tmp, path)
-        return True
     except FileExistsError:
-        return False
+        pass
     finally:
         os.unlink(tmp)
 
@@ -131,7 +130,8 @@ def _image_ids(dataset: Dataset, split: str) -> list[str]:
     return [f"{split}/{i}" for i in range(len(dataset))]
 
 
-def _collate(items):
+def _as_list(items: list) -> list:
+    """A batch as the list of its items: unreadable images (None, with data.skip_corrupt=true) keep their place."""
     return items
 
 
@@ -197,7 +197,7 @@ class Export:
         out = self.args["out"]
         (out / PROGRESS_DIR).mkdir(parents=True, exist_ok=True)
         metadata = self.metadata()
-        _create_once(out / METADATA_FILE, lambda tmp: _write_json(tmp, metadata))
+        _create_once(out / METADATA_FILE, lambda tmp: tmp.write_text(json.dumps(metadata, indent=2) + "\n"))
         existing = json.loads((out / METADATA_FILE).read_text())
         different = [key for key in INVARIANTS if existing.get(key) != metadata[key]]
         if different:
@@ -242,7 +242,7 @@ class Export:
             Subset(self.dataset, indices),
             batch_size=self.args["batch_size"],
             num_workers=self.num_workers,
-            collate_fn=_collate,
+            collate_fn=_as_list,
         )
         copies = len(metadata["copies"])
         skipped, position = [], 0
