@@ -1,5 +1,5 @@
-"""Issue 6: the evaluation protocol (SPEC §6): L1, LPIPS, rFID, the usage window, multi-process evaluation without
-repeated images, PNG pairs and metrics.json."""
+"""Issue 6: the evaluation protocol (docs/protocol.md): L1, LPIPS, rFID, the usage window, multi-process evaluation
+without repeated images, PNG pairs and metrics.json."""
 
 import io
 import json

@@ -7,6 +7,7 @@ caught and reported with the fix, before any training starts.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from hydra.errors import InstantiationException
@@ -137,7 +138,7 @@ def build_evaluation_metrics(cfg: DictConfig, image_size: tuple[int, int]) -> tu
     """LPIPS and rFID, as ``metrics.lpips`` / ``metrics.rfid`` ask, and why any of them is unavailable.
 
     Missing pretrained weights offline are not fatal here: the evaluation reports every other metric and names
-    the missing file (SPEC §6); nothing is ever filled in with a placeholder number.
+    the missing file (docs/protocol.md); nothing is ever filled in with a placeholder number.
     """
     from vqbench.metrics.fid import ReconstructionFID
     from vqbench.metrics.lpips_metric import LPIPS
@@ -173,3 +174,28 @@ def build_evaluation_metrics(cfg: DictConfig, image_size: tuple[int, int]) -> tu
 
 def build_datamodule(cfg: DictConfig):
     return _instantiate(cfg.data, "data")
+
+
+#: Lightning loggers that need a package vqbench does not install by default, and the extra that installs it.
+LOGGER_EXTRAS = {"WandbLogger": "wandb", "MLFlowLogger": "mlflow"}
+
+
+def build_logger(cfg: DictConfig, run_dir: Path):
+    """The Lightning logger of ``logger=NAME`` (conf/logger/); ``save_dir: null`` means the run directory. A logger
+    whose package is missing is a ConfigError that names the extra to install."""
+    settings = OmegaConf.to_container(cfg.logger, resolve=True)
+    if settings.get("save_dir", "") is None:
+        settings["save_dir"] = str(run_dir)
+    name = str(settings.get("_target_", "")).rsplit(".", 1)[-1]
+    try:
+        return instantiate(settings)
+    except InstantiationException as error:
+        cause = error.__cause__
+        if isinstance(cause, ModuleNotFoundError) and name in LOGGER_EXTRAS:
+            extra = LOGGER_EXTRAS[name]
+            raise ConfigError(
+                f"logger: {name} needs the {extra} package, which is not installed; pip install -e '.[{extra}]'"
+            ) from None
+        if isinstance(cause, (ValueError, TypeError)):
+            raise ConfigError(f"logger: {cause}") from None
+        raise

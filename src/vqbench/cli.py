@@ -11,11 +11,16 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from vqbench.build import build_datamodule, build_evaluation_metrics, build_training_module, check_config
+from vqbench.build import (
+    build_datamodule,
+    build_evaluation_metrics,
+    build_logger,
+    build_training_module,
+    check_config,
+)
 from vqbench.errors import CheckpointError, ConfigError, VqbenchError
 from vqbench.results import METRICS_FILE, format_table, read_metrics, write_metrics
 from vqbench.training.callbacks import (
@@ -24,6 +29,7 @@ from vqbench.training.callbacks import (
     SaveReconstructions,
     StopOnNonFiniteLoss,
 )
+from vqbench.training.hparams import hyperparameters, log_final
 from vqbench.training.module import TokenizerModule
 
 log = logging.getLogger("vqbench")
@@ -101,7 +107,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer = _trainer(
         **OmegaConf.to_container(cfg.trainer, resolve=True),
         default_root_dir=out,
-        logger=TensorBoardLogger(save_dir=out, name="tensorboard", version="", default_hp_metric=False),
+        logger=build_logger(cfg, out),
         callbacks=[
             checkpoints,
             ReconstructionGrid(cfg.metrics.grid_images),
@@ -135,6 +141,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         test_metrics, protocol, unavailable = evaluate_checkpoint(cfg, payload, str(checkpoint), out)
         metrics |= test_metrics
         record |= {"kind": "train+eval", "metrics": metrics, "protocol": protocol, "unavailable": unavailable}
+    log_final(trainer.logger, hyperparameters(record["config"], record["choices"]), metrics, trainer.global_step)
     if trainer.is_global_zero:
         write_metrics(out, record)  # last: its presence means the job finished (skip_finished relies on it)
     print(format_table(metrics, f"final metrics after {trainer.global_step} steps ({out})"))
@@ -180,15 +187,6 @@ def load_tokenizer_weights(module: TokenizerModule, payload: dict, ckpt: str, us
         raise CheckpointError(f"ckpt={ckpt} does not match the model in its own config: {error}") from None
 
 
-def load_tokenizer(ckpt: str, use_ema: bool = False):
-    """The trained Tokenizer of a checkpoint (eval mode, on the CPU) and its config, for notebooks and scripts."""
-    payload = load_checkpoint(ckpt)
-    cfg = OmegaConf.create(payload["vqbench_config"])
-    module = build_training_module(cfg, for_training=False)
-    load_tokenizer_weights(module, payload, ckpt, use_ema=use_ema)
-    return module.tokenizer.eval(), cfg
-
-
 def _touches(override: str, node: str) -> bool:
     key = override.lstrip("+~").split("=", 1)[0]
     return key == node or key.startswith(node + ".")
@@ -230,8 +228,8 @@ SSIM_PROTOCOLS = {
 def evaluate_checkpoint(
     eval_cfg: DictConfig, payload: dict, ckpt: str, out: Path
 ) -> tuple[dict[str, float], dict, dict[str, str]]:
-    """SPEC §6 on the test split: the metrics, the protocol that produced them, and the metrics that could not be
-    computed (missing pretrained weights) with the reason."""
+    """The evaluation protocol (docs/protocol.md) on the test split: the metrics, the protocol that produced them,
+    and the metrics that could not be computed (missing pretrained weights) with the reason."""
     module = build_training_module(eval_cfg, for_training=False)
     load_tokenizer_weights(module, payload, ckpt, use_ema=bool(eval_cfg.metrics.get("use_ema", False)))
     datamodule = build_datamodule(eval_cfg)

@@ -3,8 +3,8 @@
     python -m vqbench.report multirun/sweeps/celeba64_vq_dim --table celeba64_vq_dim [--out table.md]
     python -m vqbench.report multirun/2026-11-23/12-00-00 [--out table.md]
 
-With ``--table NAME`` (one of ``vqbench.published``): the seed's table in its own layout (same rows, same columns),
-each cell "measured / published (difference)"; rows of the seed no job has finished are marked "—", and finished
+With ``--table NAME`` (one of ``vqbench.published``): the published table in its own layout (same rows, same columns),
+each cell "measured / published (difference)"; published rows no job has finished are marked "—", and finished
 jobs that match no published row are appended with "—" for the published side. Without it: one row per job, its
 command-line overrides as columns, then its metrics. Partial sweeps give partial tables either way.
 """
@@ -127,7 +127,7 @@ def _label(column: Column, value: Any) -> str:
 
 
 def published_table(rows: list[dict], table: PublishedTable) -> str:
-    """The seed's table with "measured / published (measured − published)" in every metric cell."""
+    """The published table with "measured / published (measured − published)" in every metric cell."""
     matchable = [i for i, column in enumerate(table.keys) if column.key is not None]
     finished = [row for row in rows if any(m.startswith("test/") for m in row["metrics"])]
     used: set[int] = set()
@@ -160,7 +160,7 @@ def published_table(rows: list[dict], table: PublishedTable) -> str:
         key_cells = [_label(column, value) for column, value in zip(table.keys, key_values, strict=True)]
         lines.append(line(key_cells, measured, values))
     for i, row in enumerate(finished):
-        if i not in used:  # measured, but the seed has no such row
+        if i not in used:  # measured, but the published table has no such row
             key_cells = [_label(c, key_value(row, c.key) if c.key else None) for c in table.keys]
             lines.append(line(key_cells, row, [None] * len(table.metrics)))
     lines += ["", f"Source: {table.source}."]

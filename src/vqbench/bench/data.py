@@ -3,7 +3,7 @@
     python -m vqbench.bench data [--images 4000] [--workers 2] [--root PATH]
 
 Without ``--root`` it writes a CelebA-format folder (178x218 JPEGs of real photographs + list_eval_partition.txt)
-into a temporary directory. Both loaders produce the seed preprocessing (128x128 crop at 57, 25 -> 64x64) through
+into a temporary directory. Both loaders produce the CelebA-64 preprocessing (128x128 crop at 57, 25 -> 64x64) through
 the same ImageDataModule, with the same workers and batch size; the first batch (worker start-up) is not timed.
 Results go to docs/benchmarks/data-<host>.json and the "data" section of docs/benchmarks.md.
 """
@@ -82,7 +82,7 @@ def bench_data(args: argparse.Namespace) -> int:
     out.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
     table = "\n".join(
         [
-            f"Machine: {meta['machine']}; {meta['dataset']} ({train_images} train images); CelebA seed preprocessing "
+            f"Machine: {meta['machine']}; {meta['dataset']} ({train_images} train images); CelebA-64 preprocessing "
             "(128x128 crop at 57, 25, bilinear resize to 64x64); uint8 batches as they leave the loader "
             f"(normalisation and flip happen on the accelerator); batch {args.batch_size}, "
             f"{args.workers} loader workers; images/s after the first batch, at least {args.seconds:g} s per loader.",

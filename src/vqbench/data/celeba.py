@@ -1,12 +1,13 @@
-"""CelebA in its standard layout: ``img_align_celeba/*.jpg`` and ``list_eval_partition.txt`` (SPEC §5).
+"""CelebA in its standard layout: ``img_align_celeba/*.jpg`` and ``list_eval_partition.txt``.
 
 Only those two are read, so a user who has just the aligned images and the partition file can train; torchvision's
 CelebA class would also demand the attribute files and their md5 sums. The partition file's rows are
 ``000001.jpg 0`` (0 train, 1 val, 2 test); Kaggle's ``list_eval_partition.csv`` (``image_id,partition``) works too.
 ``root`` may also be the parent folder of ``celeba/`` (torchvision's layout).
 
-Crops: ``seed`` = 128x128 at top 57, left 25, resized to ``resolution`` (shared/seeds/000, 002); ``llvq`` =
-CenterCrop(148), resized only if ``resolution`` is not 148 (shared/seeds/003).
+Crops: ``seed`` = 128x128 at top 57, left 25, resized to ``resolution`` (the CelebA-64 crop of
+xyfJASON/visual-tokenizer-pytorch, whose tables the CelebA sweeps reproduce); ``llvq`` = CenterCrop(148), resized only
+if ``resolution`` is not 148 (AGKhalil/ll-vq-vae).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ The IDX format is read here (a 16-byte header: magic 0x00000803, count, rows, co
 pixels) because torchvision's class wants the extracted files in its own layout and would try to download otherwise.
 ``root`` may be the folder holding ``FashionMNIST/``, ``FashionMNIST/`` itself, or its ``raw/``.
 
-Split as LL-VQ-VAE does (shared/seeds/003): 55,000 train / 5,000 validation of the training file by a fixed-seed
+Split as LL-VQ-VAE does (AGKhalil/ll-vq-vae): 55,000 train / 5,000 validation of the training file by a fixed-seed
 permutation; ``test`` is the 10,000-image t10k file. Images are 28x28x1, resized (bilinear) only if ``resolution``
 is not 28.
 """

@@ -1,6 +1,6 @@
 """FFHQ: a folder of PNG faces (1024, 256 or 128 pixels; sub-folders allowed), resized on load to ``resolution``.
 
-Split as LL-VQ-VAE does (shared/seeds/003): 60,000 train / 10,000 held out of the 70,000 images by a fixed-seed
+Split as LL-VQ-VAE does (AGKhalil/ll-vq-vae): 60,000 train / 10,000 held out of the 70,000 images by a fixed-seed
 permutation; another number of images is split in the same 6 : 1 proportion. There is no separate validation set,
 so ``val`` and ``test`` are both the held-out images (no model selection uses them; limit validation cost with
 ``trainer.limit_val_batches``).

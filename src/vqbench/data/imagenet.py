@@ -2,7 +2,7 @@
 
 Training: short side resized to a random size in [S, 1.25 S], a random S x S crop (LlamaGen's ``random_crop_arr``),
 flip on the accelerator. Evaluation (``val`` and ``test`` are both ``val/``): short side to S by box halvings and a
-bicubic step, centre S x S crop (ADM's ``center_crop_arr``). S = ``resolution`` (256, 128 or 64 in the seeds).
+bicubic step, centre S x S crop (ADM's ``center_crop_arr``). S = ``resolution`` (256, 128 or 64 in published tables).
 The random train crop cannot be cached; with ``data.cache=true`` only the evaluation split is cached.
 """
 

@@ -1,4 +1,4 @@
-"""The preprocessing of each dataset (SPEC §5), as small PIL transforms whose repr describes them exactly.
+"""The preprocessing of each dataset, as small PIL transforms whose repr describes them exactly.
 
 The repr of a deterministic transform is part of the preprocessed cache's key, so a cache is rebuilt whenever the
 preprocessing changes. Random horizontal flips are not here: the data module applies them on the accelerator.
@@ -17,7 +17,7 @@ from PIL import Image
 class CropThenResize:
     """A fixed ``size`` x ``size`` crop at (``top``, ``left``), then a bilinear antialiased resize to ``resolution``.
 
-    The CelebA-64 convention of the seed VQ-VAE benchmarks (shared/seeds/000, 002): 128x128 at top 57, left 25 of the
+    The CelebA-64 convention of xyfJASON/visual-tokenizer-pytorch's VQ-VAE benchmarks: 128x128 at top 57, left 25 of the
     178x218 aligned faces, resized to 64x64.
     """
 
@@ -39,7 +39,7 @@ class CropThenResize:
 @dataclass(frozen=True)
 class CenterCropThenResize:
     """torchvision's CenterCrop(``crop``) (offsets rounded as it does), then a bilinear resize if ``resolution``
-    differs. LL-VQ-VAE's CelebA preprocessing is CenterCrop(148) without a resize (shared/seeds/003)."""
+    differs. LL-VQ-VAE's CelebA preprocessing is CenterCrop(148) without a resize (AGKhalil/ll-vq-vae)."""
 
     crop: int
     resolution: int

@@ -40,9 +40,10 @@ class CodebookUsage(Metric):
     single code takes every token.
 
     ``window=None`` counts every token seen. ``window=W`` computes usage and perplexity over a FIFO queue of the
-    last W tokens (seed 002's protocol, W = 65,536) while the effective size still counts every token. Under N
-    processes each keeps its last W / N tokens: with the strided sampler of evaluation (image i on rank i mod N),
-    the union is the last W tokens of the split whenever the image count divides evenly.
+    last W tokens (W = 65,536 in the CelebA table of xyfJASON/visual-tokenizer-pytorch's README) while the effective
+    size still counts every token. Under N processes each keeps its last W / N tokens: with the strided sampler of
+    evaluation (image i on rank i mod N), the union is the last W tokens of the split whenever the image count divides
+    evenly.
     """
 
     full_state_update = False

@@ -1,4 +1,4 @@
-"""PatchGAN discriminator: taming's NLayerDiscriminator (after pix2pix; Isola et al. 2017). SPEC §3.
+"""PatchGAN discriminator: taming's NLayerDiscriminator (after pix2pix; Isola et al. 2017).
 
 Conv(C -> 64, k4 s2 p1) -> LeakyReLU(0.2) -> for n = 1..layers-1: Conv(k4 s2 p1, no bias) -> BatchNorm ->
 LeakyReLU(0.2) -> one more such block with stride 1 -> Conv(k4 s1 p1 -> 1 logit per patch). Widths 64 * min(2^n, 8).

@@ -1,4 +1,4 @@
-"""The convolutional autoencoder of the FSQ ImageNet-128 benchmark (shared/seeds/004, after FSQ-pytorch; SPEC §3).
+"""The convolutional autoencoder of the FSQ ImageNet-128 benchmark (Doraemonzzz/vector-quantize, after FSQ-pytorch).
 
 Encoder: three Conv(k4 s2 p1) to ``channels`` (512) with ReLU; the 1x1 convolution to d is the tokenizer's
 ``pre_quant``. 128x128 images -> 16x16 tokens. Decoder: two ConvT(k4 s2 p1) + ReLU and a last ConvT to the image.

@@ -1,5 +1,5 @@
-"""The LL-VQ-VAE convolutional template (Khalil et al. 2023, "LL-VQ-VAE: Learnable Lattice Vector-Quantization";
-shared/seeds/003; SPEC §3).
+"""The LL-VQ-VAE convolutional template (Khalil et al. 2023, "LL-VQ-VAE: Learnable Lattice Vector-Quantization For
+Efficient Representations", arXiv 2310.09382; AGKhalil/ll-vq-vae).
 
 Encoder: per hidden width h_i: Conv(k4 s2 p1) + LeakyReLU; then Conv3x3 + LeakyReLU, 2 residual layers
 [x + Conv1x1(ReLU(Conv3x3(ReLU(x))))] without bias, LeakyReLU. The template's final Conv1x1 to d = 64 is the

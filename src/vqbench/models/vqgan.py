@@ -1,4 +1,4 @@
-"""The taming-transformers VQGAN encoder/decoder (Esser et al. 2021, "Taming Transformers"; SPEC §3).
+"""The taming-transformers VQGAN encoder/decoder (Esser et al. 2021, "Taming Transformers", arXiv 2012.09841).
 
 Encoder: Conv3x3(C -> ch) -> per level l: ``num_res_blocks`` ResnetBlocks to ch * ch_mult[l] (+ attention at the
 attention levels), a stride-2 downsample except at the last level -> middle (Res, Attn, Res) -> GroupNorm -> SiLU

@@ -1,10 +1,12 @@
-"""The published numbers each sweep reproduces, one YAML file per table of SPEC §7, each citing its source.
+"""The published numbers vqbench is compared with: one YAML file per published table, each citing its source.
 
-A file gives the table's identifying columns (``keys``: a label and where the value is found in a job's
-metrics.json: a dotted config key such as ``codebook.dim``, ``choice:GROUP`` for the config group option the job
-composed, or null for a column shown only from the seed), its metric columns (label, our metric key, ``scale`` to
-bring our value to the seed's unit, ``unit``, ``decimals`` as printed in the seed, default 4), and the rows as
-``[[key values...], [published values...]]``.
+A file gives the table's ``title``, its ``source`` (repository + file + commit and the table's name, or paper +
+arXiv id + table), its identifying columns (``keys``: a label and where the value is found in a job's metrics.json: a
+dotted config key such as ``codebook.dim``, ``choice:GROUP`` for the config group option the job composed, or null
+for a column shown only from the source), its metric columns (label, our metric key, ``scale`` to bring our value to
+the source's unit, ``unit``, ``decimals`` as printed in the source, default 4), and the rows as
+``[[key values...], [published values...]]``. ``tests/test_published.py`` checks every number, row and column,
+against a separate hand transcription of each source table (``tests/published_sources/``).
 """
 
 from __future__ import annotations

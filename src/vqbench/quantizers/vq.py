@@ -10,9 +10,11 @@ van den Oord et al. 2017, "Neural Discrete Representation Learning", eq. 3:
 
 Options:
 - ``l2_norm``: cosine-similarity codes. Two conventions exist and both are selectable with ``l2_norm_mode``:
-  ``"llamagen"`` (Sun et al. 2024, LlamaGen) normalises z and the codes, and computes losses and the straight-through
-  estimator on the normalised vectors; ``"seed"`` (the CelebA benchmark in shared/seeds/000) normalises only for the
-  distance and the returned code, while losses and the straight-through estimator use the raw z.
+  ``"llamagen"`` (Sun et al. 2024, LlamaGen, arXiv 2406.06525; ``tokenizer/tokenizer_image/vq_model.py``) normalises
+  z and the codes, and computes losses and the straight-through estimator on the normalised vectors; ``"seed"`` (the
+  quantizer behind the CelebA-64 tables of xyfJASON/visual-tokenizer-pytorch, ``models/quantizer/quantizer.py``)
+  normalises only for the distance and the returned code, while losses and the straight-through estimator use the
+  raw z. The value's name is historical: it is the convention of the first table vqbench reproduced.
 - ``compute_entropy``: also return the entropy regulariser of ``distances.entropy_loss`` (MAGVIT-v2, eq. 5), with
   ``codebook_entropy_epsilon`` inside the log of the batch-average entropy (1e-5 in the CelebA table's code).
 """

@@ -1,6 +1,6 @@
 """TokenizerModule: the LightningModule that trains and evaluates a Tokenizer, with or without a discriminator.
 
-Generator objective (SPEC §4):
+Generator objective:
 
     L = w_rec · L_rec + w_p · LPIPS + Σ_k w_k · L_quantizer,k  [+ w_adv · λ · L_G   once step ≥ start_step]
 

@@ -1,0 +1,50 @@
+"""A clone of the repository explains itself: no file points to documents that live outside it."""
+
+import re
+
+from tests.conftest import ROOT
+
+#: Folders and files a clone holds (build outputs, virtualenvs and run directories are not scanned).
+SCANNED = ("README.md", "pyproject.toml", "run.py", "conf", "docs", "notebooks", "src", "sweeps", "tests")
+TEXT_SUFFIXES = {".md", ".py", ".yaml", ".yml", ".toml", ".ipynb", ".txt", ".json", ".cfg"}
+#: Pointers to the planning documents the project was specified from, which a user who clones it does not have
+#: (each written in two pieces, so that this file does not match itself).
+SEED = "se" + "ed"
+OUTSIDE = re.compile(
+    "|".join(
+        [
+            r"\bsha" + "red/",
+            r"\bSP" + r"EC\b",
+            r"\bDES" + r"IGN\b",
+            rf"\b{SEED}s?/",
+            rf"\b{SEED}s? \d{{3}}\b",
+            rf"\b{SEED}(?:'s)? (?:table|file|document|project)s?\b",
+            rf"\bthe {SEED}'s\b",
+        ]
+    )
+)
+
+
+def scanned_files():
+    for entry in SCANNED:
+        path = ROOT / entry
+        files = [path] if path.is_file() else sorted(path.rglob("*"))
+        for file in files:
+            if file.suffix in TEXT_SUFFIXES and "__pycache__" not in file.parts:
+                yield file
+
+
+def test_no_file_points_outside_the_repository():
+    hits = []
+    for file in scanned_files():
+        for number, line in enumerate(file.read_text(errors="replace").splitlines(), start=1):
+            if OUTSIDE.search(line):
+                hits.append(f"{file.relative_to(ROOT)}:{number}: {line.strip()}")
+    assert hits == [], "\n".join(hits)
+
+
+def test_the_scan_sees_a_pointer():
+    assert OUTSIDE.search("see " + "sha" + "red/" + SEED + "s/000_x.txt") and OUTSIDE.search("(SP" + "EC §6)")
+    assert OUTSIDE.search(f"the {SEED}'s table") and OUTSIDE.search(f"{SEED} 002's protocol")
+    assert not OUTSIDE.search(f"{SEED}: 0") and not OUTSIDE.search(f"quantizer.l2_norm_mode={SEED}")
+    assert any(f.name == "README.md" for f in scanned_files())
