@@ -41,7 +41,7 @@ from vqbench.data.imagenet import imagenet_split
 from vqbench.data.images import open_image
 from vqbench.data.module import to_model_range
 from vqbench.data.transforms import CenterCropADM, RandomResizedCropADM
-from vqbench.losses import PerceptualLoss
+from vqbench.losses import PerceptualLoss, adaptive_weight
 from vqbench.metrics import psnr, ssim, to_uint8
 from vqbench.metrics.lpips_metric import LPIPS
 from vqbench.models import PatchDiscriminator
@@ -56,12 +56,13 @@ LOSS_RTOL = 1e-5
 ADVERSARIAL_RTOL = 1e-4
 #: λ = |grad L_rec| / |grad L_G| at the last layer: 1e-7 perturbations of the input move it by 1e-4 (measured)
 ADAPTIVE_RTOL = 5e-4
-#: gradients, relative to the largest gradient of the network at that step
-GRADIENT_ATOL = 5e-5
+#: gradients, relative to the largest gradient of the network at that step (from the adversarial step on they carry
+#: the adaptive weight's noise)
+GRADIENT_ATOL = 2e-4
 #: weights, in learning rates per step taken
 WEIGHT_ATOL_LR = 1e-2
-#: Adam's step g / (sqrt(v) + 1e-8) is ill-conditioned for gradients within a few hundred epsilons of 0 (among them
-#: the attention key biases, whose gradient is exactly 0 in exact arithmetic): float32 rounding of such a gradient
+#: Adam's step g / (sqrt(v) + 1e-8) is ill-conditioned for nonzero gradients within a hundred epsilons of 0 (among
+#: them the attention key biases, whose gradient is exactly 0 in exact arithmetic): float32 rounding of such a gradient
 #: moves its weight by up to 2 lr, so these elements are only checked to that bound (and must stay under 1 %).
 ILL_CONDITIONED_GRADIENT = 1e-6
 
@@ -228,7 +229,8 @@ class Observer(Callback):
                     self.gradients.setdefault(self.step, {})[owner] = grads
                 tiny = self._tiny[owner]
                 for n, g in grads.items():
-                    tiny[n] = tiny.get(n, torch.zeros_like(g, dtype=torch.bool)) | (g.abs() < ILL_CONDITIONED_GRADIENT)
+                    near_zero = (g != 0) & (g.abs() < ILL_CONDITIONED_GRADIENT)  # exact zeros: no step on either side
+                    tiny[n] = tiny.get(n, torch.zeros_like(g, dtype=torch.bool)) | near_zero
                 self.ill_conditioned.setdefault(self.step, {})[owner] = {n: t.clone() for n, t in tiny.items()}
 
             def after(opt, args, kwargs, owner=owner, network=network):
@@ -299,6 +301,20 @@ def test_every_loss_term_and_the_adaptive_weight_match(recipe):
         # train_vqgan.py's status holds λ · L_G (λ = 1 without the adaptive weight)
         close(weight * g_loss, status["loss_adv"], rtol=ADAPTIVE_RTOL, what=f"step {step}: adaptive weight")
         assert (float(weight) == 1.0) == (recipe == "llamagen")
+
+
+def test_adaptive_weight_of_the_originals_gradients():
+    """vqbench's adaptive weight on the last-layer gradients train_vqgan.py's calc_adaptive_weight took (the
+    reconstruction's and the adversarial term's), against the weight it applied: the same formula, epsilon and clamp,
+    without the float noise that the backward passes add (ADAPTIVE_RTOL)."""
+    recorded = fixture("taming")
+    start = recorded["narrowing"]["start_adv"]
+    assert sorted(recorded["last_layer_gradients"]) == list(range(start, recorded["steps"]))
+    for step, (nll_grad, adversarial_grad) in recorded["last_layer_gradients"].items():
+        weight = torch.zeros_like(nll_grad, requires_grad=True)  # L = <g, W> has gradient g at W
+        ours = adaptive_weight((weight * nll_grad).sum(), (weight * adversarial_grad).sum(), weight)
+        theirs = recorded["status"][step]["loss_adv"] / recorded["generator_adversarial"][step]
+        close(ours, theirs, rtol=1e-6, what=f"step {step}: adaptive weight")
 
 
 @pytest.mark.parametrize("recipe", RECIPES)
@@ -407,14 +423,13 @@ def write_val_folder(root: Path) -> None:
         (folder / f"{name}.JPEG").write_bytes(photo["jpeg"])
 
 
-@pytest.mark.parametrize("recipe", RECIPES)
-def test_evaluation_matches_evaluate_py(recipe, tmp_path):
-    """vqbench's test loop on the recorder's val/ folder with the trained weights of the recording, against
-    evaluate.py: token ids, per-image PSNR/SSIM, mean LPIPS, usage, perplexity, and the pixels both write for rFID."""
+def evaluated(recipe: str, root: Path) -> tuple[dict, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """vqbench's test loop (the cli's evaluation: build_training_module(for_training=False), the data module,
+    Trainer.test) on the recorder's val/ folder, with the recording's final weights. Returns the metrics and the
+    images, reconstructions and token ids the tokenizer saw."""
     recorded = fixture(recipe)
-    evaluation = recorded["evaluation"]
-    write_val_folder(tmp_path)
-    overrides = [f"data.root={tmp_path}", "data.eval_batch_size=2", "data.num_workers=0"]
+    write_val_folder(root)
+    overrides = [f"data.root={root}", "data.eval_batch_size=2", "data.num_workers=0"]
     cfg = compose_cfg(narrow_overrides(recipe) + overrides)
     module = build_training_module(cfg, for_training=False)
     load_mapped(module.tokenizer, recorded["model_after"][recorded["steps"] - 1], tokenizer_map(module))
@@ -431,7 +446,15 @@ def test_evaluation_matches_evaluate_py(recipe, tmp_path):
     )
     results = trainer.test(module, datamodule=build_datamodule(cfg), verbose=False)[0]
     images, reconstructions, indices = (torch.cat(parts) for parts in zip(*seen, strict=True))
+    return results, images, reconstructions, indices
 
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_evaluation_matches_evaluate_py(recipe, tmp_path):
+    """Against evaluate.py: token ids, per-image PSNR/SSIM, mean LPIPS, usage, perplexity, and the pixels both
+    write for rFID."""
+    evaluation = fixture(recipe)["evaluation"]
+    results, images, reconstructions, indices = evaluated(recipe, tmp_path)
     assert torch.equal(indices.flatten(), evaluation["indices"])
     target, preds = to_unit_range(images), to_unit_range(reconstructions)
     close(psnr(preds, target), evaluation["psnr"], rtol=0, atol=1e-4, what="PSNR per image (dB)")
@@ -488,7 +511,7 @@ def test_imagenet_crops_match_utils_data(tmp_path):
             random.seed(seed)
             assert same_pixels(RandomResizedCropADM(size)(image), theirs), f"{name}: random crop {size}, seed {seed}"
             checked += 1
-    assert checked == 4 * (2 + 6) + 2 * (1 + 3)
+    assert checked == 4 * 2 * (1 + 32) + 2 * (1 + 32)
 
 
 def test_imagenet_items_match_load_data(tmp_path):
@@ -512,3 +535,77 @@ def test_imagenet_items_match_load_data(tmp_path):
             x = to_model_range(pixels.unsqueeze(0))[0]
             candidates = (x, x.flip(-1)) if split == "train" else (x,)
             assert any(torch.allclose(c, item["x"], rtol=0, atol=1e-6) for c in candidates), item["file"]
+
+
+# --- the measured agreement (docs/recipes.md): python -m tests.test_fidelity_visual_tokenizer_vqgan ------------------
+
+
+def worst(pairs) -> float:
+    """The largest |ours - theirs| / |theirs|max over (ours, theirs) pairs."""
+    return max(
+        float((torch.as_tensor(a).double() - torch.as_tensor(b).double()).abs().max())
+        / float(torch.as_tensor(b).double().abs().max())
+        for a, b in pairs
+    )
+
+
+def measured_agreement(recipe: str, root: Path) -> dict[str, str]:
+    recorded = fixture(recipe)
+    module, observer, mapping, cfg = trained(recipe)
+    names = {"model": mapping, "disc": disc_map(module.discriminator, recorded["disc_init"])}
+    status, terms = recorded["status"], observer.terms
+    pairs = [("reconstruction", "loss_rec"), ("perceptual", "loss_lpips"), ("codebook", "loss_vq")]
+    adversarial = sorted(recorded["generator_adversarial"])
+    lr, row = cfg.optimizer.lr, {}
+    row["losses"] = worst([(terms[i][a], st[b]) for i, st in enumerate(status) for a, b in pairs])
+    row["D loss"] = worst([(observer.disc_terms[i]["loss"], st["loss_adv_d"]) for i, st in enumerate(status)])
+    row["L_G"] = worst([(terms[i]["generator_adversarial"], recorded["generator_adversarial"][i]) for i in adversarial])
+    row["λ"] = worst(
+        [
+            (terms[i]["adaptive_weight"], status[i]["loss_adv"] / recorded["generator_adversarial"][i])
+            for i in adversarial
+        ]
+    )
+    row["logits"] = worst(
+        [(o, t) for (_, _, t), (_, _, o) in zip(recorded["disc_logits"], observer.disc_calls, strict=True)]
+    )
+    for owner in ("model", "disc"):
+        row[f"gradients {owner}"] = max(
+            max(float((observer.gradients[s][owner][names[owner][n]] - g).abs().max()) for n, g in grads.items())
+            / max(float(g.abs().max()) for g in grads.values())
+            for s, owners in recorded["gradients"].items()
+            for o, grads in owners.items()
+            if o == owner
+        )
+    for owner, snapshots, ours in [
+        ("model", recorded["model_after"], observer.tokenizer_after),
+        ("disc", recorded["disc_after"], observer.disc_after),
+    ]:
+        drift, excluded, total = 0.0, 0, 0
+        for s, state in snapshots.items():
+            for name, theirs in state.items():
+                if name.endswith(("running_mean", "running_var", "num_batches_tracked")):
+                    continue
+                tiny = observer.ill_conditioned[s][owner][names[owner][name]]
+                drift = max([drift, *((ours[s][names[owner][name]] - theirs).abs()[~tiny] / lr).tolist()])
+                excluded, total = excluded + int(tiny.sum()), total + tiny.numel()
+        row[f"weights {owner} (lr)"] = drift
+        row[f"ill-conditioned {owner}"] = f"{excluded}/{total}"
+    evaluation = recorded["evaluation"]
+    results, images, reconstructions, indices = evaluated(recipe, root)
+    preds, target = to_unit_range(reconstructions), to_unit_range(images)
+    row["indices equal"] = bool(torch.equal(indices.flatten(), evaluation["indices"]))
+    row["PSNR (dB)"] = float((psnr(preds, target).double() - evaluation["psnr"]).abs().max())
+    row["SSIM"] = float((ssim(preds, target).double() - evaluation["ssim"]).abs().max())
+    row["LPIPS"] = worst([(results["test/lpips"], evaluation["lpips"].double().mean())])
+    png = to_uint8(preds).permute(0, 2, 3, 1).int() - evaluation["png_reconstructed"].int()
+    row["PNG pixels differing"] = f"{int((png != 0).sum())}/{png.numel()}"
+    return {k: f"{v:.1e}" if isinstance(v, float) else str(v) for k, v in row.items()}
+
+
+if __name__ == "__main__":
+    import tempfile
+
+    for recipe in RECIPES:
+        with tempfile.TemporaryDirectory() as tmp:
+            print(recipe, measured_agreement(recipe, Path(tmp)))

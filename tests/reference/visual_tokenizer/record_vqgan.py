@@ -74,7 +74,8 @@ NARROWING = {
 #: trained, no adversarial generator term) and the first adversarial step. The discriminator's weights are recorded
 #: after every step, the tokenizer's after the first and the last.
 GRADIENT_STEPS = (0, 2)
-#: Crops of this size are stored as SHA-256 digests of their pixels (the fixture stays small); smaller ones in full.
+#: Random crops, and centre crops of this size, are stored as SHA-256 digests of their pixels (the fixture stays
+#: small); the small centre crops in full.
 DIGEST_SIZE = 256
 
 #: (name in the fixture, scikit-image photograph, how it is reshaped): several sizes and aspect ratios.
@@ -87,7 +88,8 @@ PHOTOS = [
     ("chelsea_37x56", "chelsea.png", (56, 37)),
 ]
 CROP_SIZES = (256, 32)
-CROP_SEEDS = (0, 1, 2)
+#: Python seeds of the random train crops: enough draws that another short-side range or crop offset shows up
+CROP_SEEDS = tuple(range(32))
 JPEG_QUALITY = 90
 
 
@@ -213,6 +215,7 @@ class Recording:
         self.inputs: list[torch.Tensor] = []
         self.status: list[dict[str, float]] = []
         self.generator_adversarial: dict[int, float] = {}
+        self.last_layer_gradients: dict[int, list[torch.Tensor]] = {}
         self.disc_logits: list[tuple[int, str, torch.Tensor]] = []
         self.gradients: dict[int, dict[str, dict[str, torch.Tensor]]] = {}
         self.clip_norms: dict[int, dict[str, float]] = {}
@@ -299,11 +302,19 @@ def observed_classes(rec: Recording):
         rec.clip_norms.setdefault(rec.step, {})[owner] = float(norm)
         return norm
 
+    original_grad = torch.autograd.grad
+
+    def autograd_grad(outputs, inputs, *args, **kwargs):
+        grads = original_grad(outputs, inputs, *args, **kwargs)
+        if inputs is rec.model.last_layer:  # calc_adaptive_weight: the reconstruction's, then the adversarial's
+            rec.last_layer_gradients.setdefault(rec.step, []).append(grads[0].detach().clone())
+        return grads
+
     def track_status(self, name, status, step):
         rec.status.append(dict(status))
         rec.step = step + 1
 
-    return ObservedVQModel, ObservedDiscriminator, forward_g, adam_step, clip_grad_norm, track_status
+    return ObservedVQModel, ObservedDiscriminator, forward_g, adam_step, clip_grad_norm, autograd_grad, track_status
 
 
 def run_training(checkout: Path, recipe: str, root: Path, work: Path, vgg: dict) -> tuple[Recording, Path]:
@@ -314,7 +325,7 @@ def run_training(checkout: Path, recipe: str, root: Path, work: Path, vgg: dict)
     from utils.tracker import StatusTracker
 
     rec = Recording()
-    model_cls, disc_cls, forward_g, adam_step, clip, track = observed_classes(rec)
+    model_cls, disc_cls, forward_g, adam_step, clip, autograd_grad, track = observed_classes(rec)
     config = narrowed_config(checkout, recipe, root, work / f"{recipe}.yaml")
     exp_dir = work / f"exp-{recipe}"
     NarrowGroupNorm.groups = NARROWING["common"]["norm_groups"]
@@ -327,6 +338,7 @@ def run_training(checkout: Path, recipe: str, root: Path, work: Path, vgg: dict)
         mock.patch.object(AdversarialLoss, "forward_G", forward_g),
         mock.patch.object(torch.optim.Adam, "step", adam_step),
         mock.patch("torch.nn.utils.clip_grad_norm_", clip),
+        mock.patch("torch.autograd.grad", autograd_grad),
         mock.patch.object(StatusTracker, "track_status", track),
     ):
         train_vqgan.main()
@@ -407,6 +419,7 @@ def training_fixture(recipe: str, rec: Recording) -> dict:
         "inputs": torch.stack(rec.inputs),
         "status": rec.status,
         "generator_adversarial": rec.generator_adversarial,
+        "last_layer_gradients": rec.last_layer_gradients,
         "disc_logits": rec.disc_logits,
         "events": rec.events,
         "gradients": rec.gradients,
@@ -440,7 +453,7 @@ def photo_crops(jpegs: dict[str, bytes]) -> dict:
             entry["center"][size] = stored(center_crop_arr(image, size))
             for seed in CROP_SEEDS:
                 random.seed(seed)
-                entry["random"][(size, seed)] = stored(random_crop_arr(image, size))
+                entry["random"][(size, seed)] = pixel_digest(np.asarray(random_crop_arr(image, size)))
         photos[name] = entry
     return photos
 
