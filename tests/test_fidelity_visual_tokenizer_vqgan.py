@@ -569,6 +569,12 @@ def measured_agreement(recipe: str, root: Path) -> dict[str, str]:
     row["logits"] = worst(
         [(o, t) for (_, _, t), (_, _, o) in zip(recorded["disc_logits"], observer.disc_calls, strict=True)]
     )
+    on_gradients = []
+    for step, (nll_grad, adversarial_grad) in recorded.get("last_layer_gradients", {}).items():
+        weight = torch.zeros_like(nll_grad, requires_grad=True)
+        ours = adaptive_weight((weight * nll_grad).sum(), (weight * adversarial_grad).sum(), weight)
+        on_gradients.append((ours, status[step]["loss_adv"] / recorded["generator_adversarial"][step]))
+    row["λ on the original's gradients"] = worst(on_gradients) if on_gradients else "-"
     for owner in ("model", "disc"):
         row[f"gradients {owner}"] = max(
             max(float((observer.gradients[s][owner][names[owner][n]] - g).abs().max()) for n, g in grads.items())
