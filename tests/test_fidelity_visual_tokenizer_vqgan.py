@@ -10,11 +10,12 @@ step with at the first step and at the first adversarial step, the weights of bo
 statistics) after the steps, then the evaluation path (indices, PSNR, SSIM, LPIPS, the PNG pixels rFID reads, codebook
 usage, perplexity) and the ImageNet crops of real photographs.
 
-Tolerances. Both sides compute in float32 with the same operations in a different arrangement (SDPA against
-bmm-softmax attention, addmm distances, another summation order in the hinge and the gradient norm), so single
-values agree to ~1e-6 relative. Losses and logits: rtol 1e-5. Gradients: atol 1e-6 x the largest gradient of the
-tensor. Weights: Adam divides each gradient by its own running RMS, so after a step the weights differ by a small
-fraction of the learning rate; atol = lr / 100 per step taken. Crops are compared bit for bit.
+Tolerances (the constants below, each with its reason). Both sides compute in float32 with the same operations in a
+different arrangement (SDPA against bmm-softmax attention, addmm distances, other summation orders), so single values
+agree to ~1e-7 relative; the discriminator's BatchNorm over a few values and the ReLU kinks of the random LPIPS trunk
+amplify that in the adversarial term and in the adaptive weight, whose formula is therefore also checked exactly on
+the original's own gradients. Adam normalises each gradient by its running RMS, so weights are compared in learning
+rates. Crops and token ids are compared bit for bit.
 """
 
 from __future__ import annotations
@@ -462,9 +463,11 @@ def test_evaluation_matches_evaluate_py(recipe, tmp_path):
     close(results["test/psnr"], evaluation["psnr"].mean(), rtol=0, atol=1e-4, what="PSNR")
     close(results["test/ssim"], evaluation["ssim"].mean(), rtol=0, atol=1e-5, what="SSIM")
     close(results["test/lpips"], evaluation["lpips"].mean(), rtol=ADVERSARIAL_RTOL, what="LPIPS")
-    log = dict(line.split(": ", 1) for line in evaluation["log"] if line.startswith(("Codebook usage", "Perplexity")))
+    # the lines evaluate.py prints, to the digits of the published table
+    log = dict(line.split(": ", 1) for line in evaluation["log"])
+    for metric, theirs in (("psnr", "PSNR"), ("ssim", "SSIM"), ("lpips", "LPIPS"), ("perplexity", "Perplexity")):
+        assert f"{results[f'test/{metric}']:.4f}" == log[theirs], metric
     assert f"{results['test/codebook_usage'] * 100:.2f}%" == log["Codebook usage"]
-    assert f"{results['test/perplexity']:.4f}" == log["Perplexity"]
     # rFID reads PNGs: the originals exactly, the reconstructions up to float32 rounding at the .5 boundaries
     assert torch.equal(to_uint8(target).permute(0, 2, 3, 1), evaluation["png_original"])
     diff = (to_uint8(preds).permute(0, 2, 3, 1).int() - evaluation["png_reconstructed"].int()).abs()

@@ -4,8 +4,11 @@ Recorded from commit 351d29ddf8f41d8ac41224025023668ed4ad0de0 of https://github.
 (``train_vqgan.py``, ``evaluate.py``, ``configs/imagenet256/vqgan-{taming,llamagen}.yaml``, ``utils/data.py``, and
 the models and losses they load). The fixtures it writes carry the commit in their names and in a ``commit`` entry:
 
-    mkdir -p /tmp/vt && git -C MIRROR archive 351d29ddf8f41d8ac41224025023668ed4ad0de0 | tar -x -C /tmp/vt
-    PYTHONPATH=src python tests/reference/visual_tokenizer/record_vqgan.py /tmp/vt
+    mkdir -p /tmp/vt && git -C CLONE archive 351d29ddf8f41d8ac41224025023668ed4ad0de0 | tar -x -C /tmp/vt
+    python tests/reference/visual_tokenizer/record_vqgan.py /tmp/vt
+
+(CLONE: a clone of the repository; the environment needs its requirements: omegaconf, lpips, scikit-image,
+torch-fidelity, tensorboard, tqdm.)
 
 The original code runs unmodified: ``train_vqgan.main()`` and ``evaluate.main()`` themselves, on the CPU, on a small
 ImageNet-layout folder of real photographs (scikit-image's, saved as JPEGs). What differs from a real run:
@@ -15,7 +18,9 @@ ImageNet-layout folder of real photographs (scikit-image's, saved as JPEGs). Wha
 - ``GroupNorm(32, C)`` is built as ``GroupNorm(4, C)``: the narrow networks have fewer than 32 channels;
 - the LPIPS trunks (VGG16 for the loss, AlexNet for the metric) get seeded random weights (``vqgan_common``), since
   the ImageNet weights cannot be downloaded here; the LPIPS heads are the real ones;
-- rFID is not computed (no Inception weights offline): the PNG pairs ``evaluate.py`` writes for it are recorded.
+- rFID is not computed (no Inception weights offline): the PNG pairs ``evaluate.py`` writes for it are recorded;
+- CUDA is reported unavailable, so that the recording is the CPU's wherever it runs; ``requests``, which
+  ``losses/lpips.py`` imports only to download the ``vgg.pth`` the checkout already holds, is stubbed if missing.
 
 Everything else is recorded by observers: patched methods that call the original one and keep copies of what passes
 through (inputs, each loss term, the discriminator's logits call by call, gradients and weights at each optimizer
@@ -331,6 +336,7 @@ def run_training(checkout: Path, recipe: str, root: Path, work: Path, vgg: dict)
     NarrowGroupNorm.groups = NARROWING["common"]["norm_groups"]
     with (
         mock.patch.object(sys, "argv", ["train_vqgan.py", "-c", str(config), "-e", str(exp_dir)]),
+        mock.patch("torch.cuda.is_available", return_value=False),  # the CPU, also where a GPU is present
         mock.patch("torch.nn.GroupNorm", NarrowGroupNorm),
         mock.patch.object(losses.lpips.models, "vgg16", lambda pretrained=True, **kwargs: seeded_vgg16(vgg)),
         mock.patch.object(train_vqgan, "VQModel", model_cls),
@@ -374,8 +380,11 @@ def run_evaluation(checkout: Path, recipe: str, root: Path, work: Path, weights:
         return {"frechet_inception_distance": float("nan")}
 
     class Lines(logging.Handler):
+        """The metric lines evaluate.py logs (usage and perplexity are printed, not returned)."""
+
         def emit(self, record):
-            rec.evaluation["log"].append(record.getMessage())
+            if record.getMessage().startswith(("PSNR", "SSIM", "LPIPS", "Codebook usage", "Perplexity")):
+                rec.evaluation["log"].append(record.getMessage())
 
     handler = Lines()
     logging.getLogger("exp").addHandler(handler)
@@ -394,6 +403,7 @@ def run_evaluation(checkout: Path, recipe: str, root: Path, work: Path, weights:
     try:
         with (
             mock.patch.object(sys, "argv", argv),
+            mock.patch("torch.cuda.is_available", return_value=False),
             mock.patch("torch.nn.GroupNorm", NarrowGroupNorm),
             mock.patch.object(lpips, "LPIPS", seeded_lpips_alex(lpips.LPIPS)),
             mock.patch.object(evaluate, "VQModel", ObservedVQModel),
