@@ -32,6 +32,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 from lightning import Callback, Trainer
+from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 from torchvision.models.vgg import cfgs, make_layers
 
@@ -363,6 +364,15 @@ def test_gradients_and_updated_weights_match(recipe):
                 close(ours[tiny], theirs[tiny], rtol=0, atol=2 * lr * (step + 1), what=what)
                 excluded, total = excluded + int(tiny.sum()), total + tiny.numel()
             assert excluded <= 0.01 * total, f"{owner} after step {step}: {excluded} of {total} ill-conditioned"
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_the_sweep_trains_the_recipe_tested_here(recipe):
+    """sweeps/imagenet256_vqgan.yaml (the table's multirun) composes each experiment without changing its training."""
+    alone = OmegaConf.to_container(compose_cfg([f"+experiment=imagenet256_vqgan_{recipe}"]))
+    swept = OmegaConf.to_container(compose_cfg(["+sweep=imagenet256_vqgan", f"+experiment=imagenet256_vqgan_{recipe}"]))
+    for key in ("model", "quantizer", "codebook", "loss", "optimizer", "data", "trainer", "ema_decay", "metrics"):
+        assert swept[key] == alone[key], key
 
 
 # --- initialisation and LPIPS ------------------------------------------------------------------------------------
