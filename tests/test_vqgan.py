@@ -1,4 +1,4 @@
-"""Issue 5: the published architectures, GAN losses, the adaptive weight, the start step, weight EMA, experiments."""
+"""Issue 5: the published architectures, GAN losses, the adaptive weight, the start steps, weight EMA, experiments."""
 
 from __future__ import annotations
 
@@ -101,6 +101,12 @@ def test_patch_discriminator_count_and_init():
     bn = [m for m in disc.modules() if isinstance(m, nn.BatchNorm2d)]
     assert all(torch.all(m.bias == 0) for m in bn) and abs(torch.cat([m.weight for m in bn]).mean() - 1) < 0.01
     assert disc(torch.randn(2, 3, 64, 64)).shape == (2, 1, 6, 6)  # 70x70 PatchGAN logits
+    torch.manual_seed(0)
+    default = PatchDiscriminator(init="pytorch")  # PyTorch's layer defaults: uniform conv weights, BatchNorm 1 and 0
+    first = default.layers[0].weight
+    assert abs(first.std() - 1 / (3 * 3 * 16) ** 0.5) < 0.01 and first.abs().max() <= 1 / 48**0.5
+    bn = [m for m in default.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert all(torch.all(m.weight == 1) and torch.all(m.bias == 0) for m in bn)
 
 
 @pytest.mark.parametrize("hidden", [(16, 32), (64,)])
@@ -191,15 +197,23 @@ def test_weight_ema_update_formula():
 # --- the start step and global_step under manual optimization ------------------------------------------------------
 
 
-def _gan_module(start_step: int) -> TokenizerModule:
+def _gan_module(start_step: int, discriminator_start_step: int | None = None) -> TokenizerModule:
+    """``discriminator_start_step`` None: the same as ``start_step`` (taming's schedule)."""
     torch.manual_seed(0)
     tokenizer = Tokenizer(SimpleCNNEncoder(3, 8, 16), VectorQuantizer(32, 8), SimpleCNNDecoder(3, 8, 16))
+    if discriminator_start_step is None:
+        discriminator_start_step = start_step
     return TokenizerModule(
         tokenizer,
         {"codebook": 1.0, "commitment": 0.25},
         reconstruction_loss="l1",
         discriminator=PatchDiscriminator(3, channels=8, layers=2),
-        adversarial=AdversarialSettings(start_step=start_step, adaptive=True, lecam_weight=0.1),
+        adversarial=AdversarialSettings(
+            start_step=start_step,
+            discriminator_start_step=discriminator_start_step,
+            adaptive=True,
+            lecam_weight=0.1,
+        ),
         optimizer=OptimizerSettings(lr=1e-3, grad_clip=1.0),
     )
 
@@ -223,6 +237,7 @@ def _fit(module: TokenizerModule, steps: int, tmp_path) -> Trainer:
 
 
 def test_start_step_gates_the_discriminator_and_the_generator_term(tmp_path):
+    """taming's schedule (discriminator_start_step = start_step): before it, no discriminator update either."""
     module = _gan_module(start_step=3)
     disc_before = {k: v.clone() for k, v in module.discriminator.state_dict().items()}
     tok_before = {k: v.clone() for k, v in module.tokenizer.state_dict().items()}
@@ -241,6 +256,22 @@ def test_start_step_gates_the_discriminator_and_the_generator_term(tmp_path):
     assert trainer.global_step == 5 and trainer.fit_loop.epoch_loop.batch_progress.total.completed == 5
     assert any(not torch.equal(disc_before[k], v) for k, v in module.discriminator.state_dict().items())
     assert module.lecam_real != 0
+
+
+def test_discriminator_trains_from_its_own_start_step(tmp_path):
+    """visual-tokenizer-pytorch's schedule (the ImageNet-256 recipes): the discriminator is updated at every step
+    from discriminator_start_step = 0, while the generator's adversarial term still waits for start_step."""
+    module = _gan_module(start_step=3, discriminator_start_step=0)
+    disc_before = {k: v.clone() for k, v in module.discriminator.state_dict().items()}
+    calls = []
+    module.discriminator.register_forward_hook(lambda m, i, o: calls.append(m.layers[0].weight.requires_grad))
+    trainer = _fit(module, 2, tmp_path)
+    assert trainer.global_step == 2
+    assert all(not torch.equal(disc_before[k], v) for k, v in module.discriminator.state_dict().items())
+    assert calls == [True, True, True, True]  # fake and real per step, no generator call before start_step
+    images = torch.rand(2, 3, 16, 16) * 2 - 1
+    assert "generator_adversarial" not in module.generator_loss(images, step=2)[2]
+    assert module.discriminator_active(0) and not module.adversarial_active(2) and module.adversarial_active(3)
 
 
 def test_manual_optimization_clips_generator_gradients(tmp_path, monkeypatch):
@@ -281,7 +312,10 @@ EXPERIMENTS = {
         "loss.adversarial.weight": 0.8,
         "loss.adversarial.adaptive": True,
         "loss.adversarial.start_step": 250_000,
+        "loss.adversarial.discriminator_start_step": 0,
         "loss.adversarial.loss": "hinge",
+        "loss.discriminator.init": "pytorch",
+        "model.attention_norm_eps": 1e-5,
         "quantizer.commitment_weight": 0.25,
         "quantizer.codebook_weight": 1.0,
     },
@@ -298,6 +332,10 @@ EXPERIMENTS = {
         "loss.adversarial.weight": 0.5,
         "loss.adversarial.adaptive": False,
         "loss.adversarial.start_step": 20_000,
+        "loss.adversarial.discriminator_start_step": 0,
+        "loss.discriminator.init": "pytorch",
+        "model.attention_norm_eps": 1e-5,
+        "quantizer.l2_norm_mode": "seed",
     },
     "llvq_ffhq1024": {
         "data.batch_size": 32,
@@ -359,6 +397,17 @@ def test_gan_config_errors():
         check_config(compose_cfg(["+trainer.gradient_clip_val=1.0"]))
     with pytest.raises(ConfigError, match="ema_decay must be in"):
         check_config(compose_cfg(["ema_decay=1.5"]))
+    with pytest.raises(ConfigError, match="loss.discriminator.init must be one of taming, pytorch; got 'xavier'"):
+        check_config(compose_cfg(["loss=vqgan", "loss.discriminator.init=xavier"]))
+    with pytest.raises(ConfigError, match="loss.adversarial.discriminator_start_step must be a step number >= 0"):
+        check_config(compose_cfg(["loss=vqgan", "loss.adversarial.discriminator_start_step=-1"]))
+
+
+def test_loss_group_keeps_tamings_schedule_and_init():
+    """loss=vqgan alone is taming's objective: the discriminator starts with the generator term, N(0, 0.02)."""
+    cfg = compose_cfg(["loss=vqgan", "loss.adversarial.start_step=7"])
+    assert cfg.loss.adversarial.discriminator_start_step == 7 and cfg.loss.discriminator.init == "taming"
+    assert compose_cfg(["model=vqgan"]).model.attention_norm_eps == 1e-6
 
 
 def test_evaluation_module_has_no_perceptual_network_or_discriminator():

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from vqbench.errors import ConfigError
 from vqbench.losses import PerceptualLoss
 from vqbench.metrics import SSIM_WINDOWS
-from vqbench.models.discriminator import PatchDiscriminator
+from vqbench.models.discriminator import INITS, PatchDiscriminator
 from vqbench.models.tokenizer import Tokenizer
 from vqbench.quantizers.base import Quantizer
 from vqbench.training.module import AdversarialSettings, OptimizerSettings, TokenizerModule
@@ -54,6 +54,13 @@ def check_config(cfg: DictConfig) -> None:
     adversarial = cfg.loss.get("adversarial")
     if adversarial is not None and adversarial.loss not in ("hinge", "non_saturating"):
         raise ConfigError(f"loss.adversarial.loss must be hinge or non_saturating, got {adversarial.loss!r}")
+    for key in ("start_step", "discriminator_start_step"):
+        value = adversarial.get(key, 0) if adversarial is not None else 0
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ConfigError(f"loss.adversarial.{key} must be a step number >= 0, got {value!r}")
+    discriminator = cfg.loss.get("discriminator")
+    if discriminator is not None and discriminator.get("init", "taming") not in INITS:
+        raise ConfigError(f"loss.discriminator.init must be one of {', '.join(INITS)}; got {discriminator.init!r}")
     if cfg.optimizer.get("schedule", "constant") not in ("constant", "linear"):
         raise ConfigError(f"optimizer.schedule must be constant or linear, got {cfg.optimizer.schedule!r}")
     if OmegaConf.select(cfg, "trainer.gradient_clip_val") is not None:

@@ -8,6 +8,11 @@ upsampling + Conv3x3. GroupNorm(32, eps 1e-6) everywhere, single-head attention.
 d = 256 has 72,141,699 parameters (encoder, 1x1 convolutions, codebook, decoder: the "72.1M" of the tables).
 
 Attention is placed by level, not by pixel size, so a smoke run at 64 pixels builds the same network.
+
+``attention_norm_eps``: the epsilon of the GroupNorm in front of each attention block. taming uses 1e-6 like every
+other GroupNorm; xyfJASON/visual-tokenizer-pytorch (``models/autoencoder/vqgan_net.py``, ``SelfAttentionBlock``) leaves
+PyTorch's default 1e-5 there, and its ImageNet-256 recipes set it. ``norm_groups`` (32 in every recipe) lets narrow
+test networks of fewer than 32 channels exist.
 """
 
 from __future__ import annotations
@@ -16,20 +21,20 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-def group_norm(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(32, channels, eps=1e-6)
+def group_norm(channels: int, groups: int = 32, eps: float = 1e-6) -> nn.GroupNorm:
+    return nn.GroupNorm(groups, channels, eps=eps)
 
 
 class ResnetBlock(nn.Module):
     """x + Conv(SiLU(GN(Conv(SiLU(GN(x)))))), with a 1x1 convolution on the skip path when the width changes."""
 
-    def __init__(self, in_channels: int, out_channels: int):
+    def __init__(self, in_channels: int, out_channels: int, groups: int = 32):
         super().__init__()
         self.body = nn.Sequential(
-            group_norm(in_channels),
+            group_norm(in_channels, groups),
             nn.SiLU(),
             nn.Conv2d(in_channels, out_channels, 3, padding=1),
-            group_norm(out_channels),
+            group_norm(out_channels, groups),
             nn.SiLU(),
             nn.Conv2d(out_channels, out_channels, 3, padding=1),
         )
@@ -42,9 +47,9 @@ class ResnetBlock(nn.Module):
 class AttentionBlock(nn.Module):
     """Single-head self-attention over the H*W positions, with 1x1 convolutions for q, k, v and the output."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, groups: int = 32, norm_eps: float = 1e-6):
         super().__init__()
-        self.norm = group_norm(channels)
+        self.norm = group_norm(channels, groups, norm_eps)
         self.q, self.k, self.v = (nn.Conv2d(channels, channels, 1) for _ in range(3))
         self.out = nn.Conv2d(channels, channels, 1)
 
@@ -76,8 +81,12 @@ class Upsample(nn.Module):
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
-def _middle(channels: int) -> nn.Sequential:
-    return nn.Sequential(ResnetBlock(channels, channels), AttentionBlock(channels), ResnetBlock(channels, channels))
+def _middle(channels: int, groups: int, attention_norm_eps: float) -> nn.Sequential:
+    return nn.Sequential(
+        ResnetBlock(channels, channels, groups),
+        AttentionBlock(channels, groups, attention_norm_eps),
+        ResnetBlock(channels, channels, groups),
+    )
 
 
 class VQGANEncoder(nn.Module):
@@ -89,6 +98,8 @@ class VQGANEncoder(nn.Module):
         num_res_blocks: int = 2,
         attention_levels: tuple[int, ...] = (4,),
         z_channels: int = 256,
+        norm_groups: int = 32,
+        attention_norm_eps: float = 1e-6,
     ):
         super().__init__()
         self.out_channels = z_channels
@@ -96,13 +107,18 @@ class VQGANEncoder(nn.Module):
         width = channels
         for level, mult in enumerate(channel_mult):
             for _ in range(num_res_blocks):
-                layers.append(ResnetBlock(width, channels * mult))
+                layers.append(ResnetBlock(width, channels * mult, norm_groups))
                 width = channels * mult
                 if level in attention_levels:
-                    layers.append(AttentionBlock(width))
+                    layers.append(AttentionBlock(width, norm_groups, attention_norm_eps))
             if level != len(channel_mult) - 1:
                 layers.append(Downsample(width))
-        layers += [_middle(width), group_norm(width), nn.SiLU(), nn.Conv2d(width, z_channels, 3, padding=1)]
+        layers += [
+            _middle(width, norm_groups, attention_norm_eps),
+            group_norm(width, norm_groups),
+            nn.SiLU(),
+            nn.Conv2d(width, z_channels, 3, padding=1),
+        ]
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -118,20 +134,25 @@ class VQGANDecoder(nn.Module):
         num_res_blocks: int = 2,
         attention_levels: tuple[int, ...] = (4,),
         z_channels: int = 256,
+        norm_groups: int = 32,
+        attention_norm_eps: float = 1e-6,
     ):
         super().__init__()
         self.in_channels = z_channels
         width = channels * channel_mult[-1]
-        layers: list[nn.Module] = [nn.Conv2d(z_channels, width, 3, padding=1), _middle(width)]
+        layers: list[nn.Module] = [
+            nn.Conv2d(z_channels, width, 3, padding=1),
+            _middle(width, norm_groups, attention_norm_eps),
+        ]
         for level in reversed(range(len(channel_mult))):
             for _ in range(num_res_blocks + 1):
-                layers.append(ResnetBlock(width, channels * channel_mult[level]))
+                layers.append(ResnetBlock(width, channels * channel_mult[level], norm_groups))
                 width = channels * channel_mult[level]
                 if level in attention_levels:
-                    layers.append(AttentionBlock(width))
+                    layers.append(AttentionBlock(width, norm_groups, attention_norm_eps))
             if level != 0:
                 layers.append(Upsample(width))
-        layers += [group_norm(width), nn.SiLU()]
+        layers += [group_norm(width, norm_groups), nn.SiLU()]
         self.layers = nn.Sequential(*layers)
         self.conv_out = nn.Conv2d(width, out_channels, 3, padding=1)
 

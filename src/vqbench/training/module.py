@@ -5,10 +5,13 @@ Generator objective:
     L = w_rec · L_rec + w_p · LPIPS + Σ_k w_k · L_quantizer,k  [+ w_adv · λ · L_G   once step ≥ start_step]
 
 with λ the adaptive weight (taming) or 1 (LlamaGen). The discriminator minimises the hinge or non-saturating loss
-(+ optional LeCam term). Optimisation is manual (Lightning's documented GAN pattern): per batch one generator step
-and, once the adversarial part has started, one discriminator step. Only the generator step is counted, so
-``global_step`` counts batches and ``trainer.max_steps`` means batches, as in the taming and LlamaGen recipes.
-Before ``start_step`` neither the discriminator update nor the generator's adversarial term runs.
+(+ optional LeCam term) on the reconstruction of the same forward pass. Optimisation is manual (Lightning's
+documented GAN pattern): per batch one generator step and, from ``discriminator_start_step`` on, one discriminator
+step. Only the generator step is counted, so ``global_step`` counts batches and ``trainer.max_steps`` means batches,
+as in the taming and LlamaGen recipes. The two gates are separate: the generator's adversarial term starts at
+``start_step``; the discriminator trains from ``discriminator_start_step`` (taming: the same step;
+xyfJASON/visual-tokenizer-pytorch ``train_vqgan.py``: every step from step 0, so that the generator meets a trained
+discriminator).
 
 Validation and test update the same kinds of metric: PSNR, SSIM, L1 (per image on [0, 1]), codebook usage,
 perplexity, effective codebook size. Evaluation adds its own (LPIPS, rFID) with ``add_test_metrics``.
@@ -45,7 +48,8 @@ class AdversarialSettings:
     loss: str = "hinge"  # or non_saturating
     weight: float = 0.8
     adaptive: bool = True
-    start_step: int = 0
+    start_step: int = 0  # the generator's adversarial term from this step on
+    discriminator_start_step: int = 0  # discriminator updates from this step on
     lecam_weight: float = 0.0
     lecam_decay: float = 0.999
 
@@ -130,7 +134,12 @@ class TokenizerModule(L.LightningModule):
     # --- training ------------------------------------------------------------------------------------------------
 
     def adversarial_active(self, step: int) -> bool:
+        """Whether the generator loss has its adversarial term at ``step``."""
         return self.discriminator is not None and step >= self.adversarial.start_step
+
+    def discriminator_active(self, step: int) -> bool:
+        """Whether the discriminator is updated at ``step``."""
+        return self.discriminator is not None and step >= self.adversarial.discriminator_start_step
 
     def generator_loss(self, images: Tensor, step: int) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         """(total generator loss, reconstruction, named terms for logging)."""
@@ -157,8 +166,10 @@ class TokenizerModule(L.LightningModule):
         return total, reconstruction, terms
 
     def discriminator_step_loss(self, images: Tensor, reconstruction: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        logits_real = self.discriminator(images)
+        # Fake before real, as visual-tokenizer-pytorch's losses/adversarial.py: the order of BatchNorm's running
+        # statistics updates (the logits themselves use batch statistics and do not depend on it).
         logits_fake = self.discriminator(reconstruction.detach())
+        logits_real = self.discriminator(images)
         loss = discriminator_loss(self.adversarial.loss, logits_real, logits_fake)
         terms = {"logits_real": logits_real.detach().mean(), "logits_fake": logits_fake.detach().mean()}
         if self.adversarial.lecam_weight > 0:
@@ -181,7 +192,6 @@ class TokenizerModule(L.LightningModule):
         optimizers = self.optimizers()
         g_opt, d_opt = (optimizers[0], optimizers[1]) if isinstance(optimizers, list) else (optimizers, None)
         step = self.global_step
-        adversarial = self.adversarial_active(step)
 
         if d_opt is not None:
             self.toggle_optimizer(g_opt)  # no gradients into the discriminator during the generator step
@@ -201,7 +211,7 @@ class TokenizerModule(L.LightningModule):
         if "adaptive_weight" in terms:
             log["train/adaptive_weight"] = terms["adaptive_weight"]
 
-        if adversarial:
+        if self.discriminator_active(step):
             self.toggle_optimizer(d_opt)
             d_loss, d_terms = self.discriminator_step_loss(images, reconstruction)
             d_opt.zero_grad(set_to_none=True)
