@@ -11,6 +11,12 @@ The only loss is the commitment term MSE(z, sg(q)). Under DDP the batch counts n
 ranks *before* the update, so every rank keeps the same codebook and it equals the single-process result on the
 concatenated batch. Optional dead-code restart replaces codes whose N_k falls below ``dead_code_threshold`` with
 random vectors of the current batch (taken from rank 0 and broadcast, so ranks stay identical).
+
+By default the counts start at one and the sums at the initial codes (an unused code stays where it was
+initialised), and q is read from the codebook after this batch's update. Doraemonzzz/vector-quantize
+(``quantizers/vq.py``, the ImageNet-128 tables) starts the counts at zero (``initial_count=0``: an unused code's
+sum decays while its smoothed count stays near eps, so it grows far from the data and stays unused) and reads q
+before the update (``lookup_before_update=True``).
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ class EMAVectorQuantizer(Quantizer):
         epsilon: float = 1e-5,
         dead_code_threshold: float = 0.0,
         l2_norm: bool = False,
+        initial_count: float = 1.0,
+        lookup_before_update: bool = False,
     ):
         super().__init__(dim)
         if codebook_size < 1:
@@ -50,17 +58,20 @@ class EMAVectorQuantizer(Quantizer):
         self.decay = decay
         self.epsilon = epsilon
         self.dead_code_threshold = dead_code_threshold
+        self.lookup_before_update = lookup_before_update
         initial = VectorQuantizer.initial_codebook(codebook_size, dim)
         self.register_buffer("codebook", initial.clone())
-        # Counts start at one and sums at the initial codes, so an unused code stays where it was initialised.
-        self.register_buffer("ema_counts", torch.ones(codebook_size))
+        # The sums start at the initial codes: with counts starting at one, an unused code stays where it was.
+        self.register_buffer("ema_counts", torch.full((codebook_size,), float(initial_count)))
         self.register_buffer("ema_sums", initial.clone())
 
     def quantize(self, z: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         indices = nearest_code(z.detach(), self.codebook)
+        q = self.codebook[indices] if self.lookup_before_update else None  # indexing copies: safe from the update
         if self.training:
             self.update_codebook(z.detach(), indices)
-        q = self.codebook[indices]
+        if q is None:
+            q = self.codebook[indices]
         return straight_through(z, q), indices, {"commitment": F.mse_loss(z, q)}
 
     @torch.no_grad()
