@@ -151,10 +151,12 @@ def check_checkout(checkout: Path) -> None:
         name for name, blob in BLOBS.items() if not (checkout / name).is_file() or git_blob_id(checkout / name) != blob
     ]
     if wrong:
-        raise SystemExit(
+        print(
             f"error: {checkout} is not an export of Doraemonzzz/vector-quantize at {COMMIT} "
-            f"({', '.join(wrong)} differ); export it with: git -C MIRROR archive {COMMIT} | tar -x -C DIR"
+            f"({', '.join(wrong)} differ); export it with: git -C MIRROR archive {COMMIT} | tar -x -C DIR",
+            file=sys.stderr,
         )
+        raise SystemExit(2)
 
 
 def load_original(checkout: Path) -> types.SimpleNamespace:
