@@ -187,6 +187,12 @@ def test_training_steps_match_the_original(case, shared_lpips, monkeypatch, tmp_
     monkeypatch.setattr(lpips.pretrained_networks.tv, "vgg16", fast_vgg16)
     record, batches = load(case), load("batches")["batches"]
     cfg, module = build(case, shared_lpips)
+    if case == "ema":  # the original's initial buffers (quantizers/vq.py:106-109): zero counts, sums = the codes
+        quantizer = module.tokenizer.quantizer
+        assert torch.equal(quantizer.ema_counts, record["initial_state"]["quantize_t.cluster_size"])
+        assert torch.equal(quantizer.ema_sums, quantizer.codebook)
+        assert quantizer.codebook.abs().max() <= 1 / quantizer.codebook_size  # U(-1/K, 1/K)
+    # the recording's weights (its EMA codebook starts along the latents, see record.py), keys mapped
     state = {ours(k): v for k, v in record["initial_state"].items() if ours(k) is not None}
     missing, unexpected = module.load_state_dict(state, strict=False)
     assert not unexpected and not [k for k in missing if k.startswith("tokenizer.")], missing
