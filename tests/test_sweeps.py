@@ -66,8 +66,8 @@ def test_celeba_sweeps_run_the_full_published_recipe():
     params = compose_sweep("celeba64_vq_dim").hydra.sweeper.params
     assert params["codebook.dim"] == "4,8,16,32,64"
     imagenet = compose_sweep("imagenet128_fsq")
-    assert imagenet.trainer.max_steps == 50_000 and imagenet.hydra.runtime.choices.data == "imagenet"
-    rows = imagenet.hydra.sweeper.params["+sweep/imagenet128_fsq_rows"].split(",")
+    assert imagenet.trainer.max_steps == 500_400 and imagenet.hydra.runtime.choices.data == "imagenet"
+    rows = imagenet.hydra.sweeper.params["sweep/imagenet128_fsq_rows"].split(",")
     assert len(rows) * 2 == len(load_table("imagenet128_fsq").rows)  # x {fp32, bf16}
     assert {p.stem for p in (ROOT / "sweeps" / "imagenet128_fsq_rows").glob("*.yaml")} == set(rows)
 
@@ -149,7 +149,7 @@ def test_every_sweep_runs_at_tiny_scale(tmp_path):
         "imagenet128_fsq": [
             "data.resolution=32",
             "loss.perceptual.pretrained=false",
-            "+sweep/imagenet128_fsq_rows=ema,sfsq_8-8-8-5-5-5",  # two of the eight rows
+            "sweep/imagenet128_fsq_rows=ema,sfsq_8-8-8-5-5-5",  # two of the eight rows
             "trainer.precision=bf16-mixed",
         ],
     }

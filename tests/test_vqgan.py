@@ -126,11 +126,14 @@ def test_lattice_cnn_layers_and_count(hidden):
 
 
 def test_fsq_cnn_gives_16x16_tokens_at_128():
-    encoder, decoder = FSQCNNEncoder(), FSQCNNDecoder()
+    encoder, decoder = FSQCNNEncoder(), FSQCNNDecoder(in_channels=4)
     assert count(encoder) == conv(3, 512, 4) + 2 * conv(512, 512, 4)
-    assert count(decoder) == 2 * conv(512, 512, 4) + conv(512, 3, 4)
+    # the decoder reads the 4-dim codes with its first ConvT and ends with a 1x1 conv (vector-quantize model.py)
+    assert count(decoder) == conv(4, 512, 4) + 2 * conv(512, 512, 4) + conv(512, 3, 1)
     z = encoder(torch.randn(1, 3, 128, 128))
-    assert z.shape == (1, 512, 16, 16) and decoder(z).shape == (1, 3, 128, 128)
+    assert z.shape == (1, 512, 16, 16) and decoder(torch.randn(1, 4, 16, 16)).shape == (1, 3, 128, 128)
+    tokenizer, _ = build_tokenizer(compose_cfg(["+experiment=imagenet128_fsq"]))
+    assert isinstance(tokenizer.post_quant, nn.Identity) and tokenizer.pre_quant.out_channels == 4
 
 
 def test_one_channel_data_gives_one_channel_models():
@@ -362,13 +365,25 @@ EXPERIMENTS = {
     },
     "imagenet128_fsq": {
         "data.batch_size": 256,
+        "data.flip": False,
+        "data.make_dataset.crop": "center",
+        "data.pixel_mean": [0.485, 0.456, 0.406],
+        "data.pixel_std": [0.229, 0.224, 0.225],
         "optimizer.lr": 1e-4,
-        "optimizer.schedule": "linear",
+        "optimizer.schedule": "annealing_linear",
         "optimizer.warmup_fraction": 0.01,
+        "optimizer.schedule_steps": 500_000,
+        "trainer.max_steps": 500_400,
         "data.resolution": 128,
+        "model.post_quant_conv": False,
         "loss.reconstruction": "l1",
         "loss.perceptual.weight": 1.0,
-        "codebook.size": 1024,  # -> the FSQ paper's levels for 2^10: 8-5-5-5
+        "loss.perceptual.input_range": [0, 1],
+        "codebook.dim": 4,
+        "quantizer.levels": [8, 5, 5, 5],
+        "quantizer.bound": "tan",
+        "metrics.loss_terms": True,
+        "metrics.precision": "32-true",
     },
 }
 

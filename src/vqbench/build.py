@@ -25,6 +25,7 @@ from vqbench.training.module import AdversarialSettings, OptimizerSettings, Toke
 log = logging.getLogger("vqbench")
 
 WEIGHT_SUFFIX = "_weight"
+SCHEDULES = ("constant", "linear", "annealing_linear")
 
 
 def _instantiate(node: Any, what: str, **kwargs) -> Any:
@@ -61,8 +62,15 @@ def check_config(cfg: DictConfig) -> None:
     discriminator = cfg.loss.get("discriminator")
     if discriminator is not None and discriminator.get("init", "taming") not in INITS:
         raise ConfigError(f"loss.discriminator.init must be one of {', '.join(INITS)}; got {discriminator.init!r}")
-    if cfg.optimizer.get("schedule", "constant") not in ("constant", "linear"):
-        raise ConfigError(f"optimizer.schedule must be constant or linear, got {cfg.optimizer.schedule!r}")
+    if cfg.optimizer.get("schedule", "constant") not in SCHEDULES:
+        raise ConfigError(f"optimizer.schedule must be one of {', '.join(SCHEDULES)}; got {cfg.optimizer.schedule!r}")
+    schedule_steps = cfg.optimizer.get("schedule_steps")
+    if schedule_steps is not None and (not isinstance(schedule_steps, int) or schedule_steps < 1):
+        raise ConfigError(
+            f"optimizer.schedule_steps must be a positive number of steps or null (trainer.max_steps), "
+            f"got {schedule_steps!r}"
+        )
+    _check_pixel_space(cfg)
     if OmegaConf.select(cfg, "trainer.gradient_clip_val") is not None:
         raise ConfigError(
             "trainer.gradient_clip_val does not apply (training uses manual optimization); set optimizer.grad_clip="
@@ -80,6 +88,27 @@ def check_config(cfg: DictConfig) -> None:
     ema_decay = cfg.get("ema_decay")
     if ema_decay is not None and not 0 < ema_decay < 1:
         raise ConfigError(f"ema_decay must be in (0, 1) (e.g. 0.9999) or null, got {ema_decay!r}")
+
+
+def _check_pixel_space(cfg: DictConfig) -> None:
+    channels = cfg.data.channels
+    for key in ("pixel_mean", "pixel_std"):
+        value = pixel_statistic(cfg, key)
+        values = value if isinstance(value, list) else [value]
+        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        if not numbers or len(values) not in (1, channels) or (key == "pixel_std" and min(values) <= 0):
+            raise ConfigError(
+                f"data.{key} must be a{' positive' if key == 'pixel_std' else ''} number or a list of "
+                f"data.channels={channels} of them, got {value!r}"
+            )
+    input_range = OmegaConf.select(cfg, "loss.perceptual.input_range")
+    if input_range is not None:
+        values = list(input_range) if OmegaConf.is_list(input_range) else None
+        if values is None or len(values) != 2 or not all(isinstance(v, (int, float)) for v in values):
+            raise ConfigError(
+                f"loss.perceptual.input_range must be [low, high], e.g. [-1, 1] (LPIPS's own) or [0, 1]; "
+                f"got {input_range!r}"
+            )
 
 
 def build_quantizer(quantizer_cfg: DictConfig) -> tuple[Quantizer, dict[str, float]]:
@@ -101,7 +130,11 @@ def build_tokenizer(cfg: DictConfig) -> tuple[Tokenizer, dict[str, float]]:
     quantizer, weights = build_quantizer(cfg.quantizer)
     encoder = _instantiate(cfg.model.encoder, "model.encoder")
     decoder = _instantiate(cfg.model.decoder, "model.decoder")
-    return Tokenizer(encoder, quantizer, decoder), weights
+    try:
+        tokenizer = Tokenizer(encoder, quantizer, decoder, post_quant_conv=cfg.model.get("post_quant_conv", True))
+    except ValueError as error:
+        raise ConfigError(f"model: {error}") from None
+    return tokenizer, weights
 
 
 def build_training_module(cfg: DictConfig, for_training: bool = True) -> TokenizerModule:
@@ -112,7 +145,7 @@ def build_training_module(cfg: DictConfig, for_training: bool = True) -> Tokeniz
     perceptual_weight = float(OmegaConf.select(loss, "perceptual.weight", default=0.0) or 0.0)
     perceptual = None
     if for_training and perceptual_weight > 0:
-        perceptual = PerceptualLoss(pretrained=bool(loss.perceptual.pretrained))
+        perceptual = build_perceptual_loss(cfg)
     discriminator, adversarial = None, None
     if for_training and loss.get("adversarial") is not None:
         adversarial = AdversarialSettings(**OmegaConf.to_container(loss.adversarial, resolve=True))
@@ -134,6 +167,25 @@ def build_training_module(cfg: DictConfig, for_training: bool = True) -> Tokeniz
         config_yaml=OmegaConf.to_yaml(cfg, resolve=False),
         usage_window=cfg.metrics.get("usage_window"),
         ssim_window=cfg.metrics.get("ssim_window", "uniform"),
+        pixel_mean=pixel_statistic(cfg, "pixel_mean"),
+        pixel_std=pixel_statistic(cfg, "pixel_std"),
+    )
+
+
+def pixel_statistic(cfg: DictConfig, key: str) -> float | list[float]:
+    """``data.pixel_mean`` / ``data.pixel_std`` (0.5, i.e. [-1, 1] model space, where a data config has none)."""
+    value = cfg.data.get(key, 0.5)
+    return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+
+
+def build_perceptual_loss(cfg: DictConfig) -> PerceptualLoss:
+    """The LPIPS(VGG16) loss of ``loss.perceptual``, fed from the model's pixel space (``data.pixel_*``)."""
+    settings = cfg.loss.perceptual
+    return PerceptualLoss(
+        pretrained=bool(settings.pretrained),
+        pixel_mean=pixel_statistic(cfg, "pixel_mean"),
+        pixel_std=pixel_statistic(cfg, "pixel_std"),
+        input_range=tuple(settings.get("input_range", (-1.0, 1.0))),
     )
 
 
@@ -142,7 +194,8 @@ LPIPS_MIN_SIZE = 32
 
 
 def build_evaluation_metrics(cfg: DictConfig, image_size: tuple[int, int]) -> tuple[dict[str, Any], dict[str, str]]:
-    """LPIPS and rFID, as ``metrics.lpips`` / ``metrics.rfid`` ask, and why any of them is unavailable.
+    """LPIPS and rFID, as ``metrics.lpips`` / ``metrics.rfid`` ask, the training objective's terms with
+    ``metrics.loss_terms``, and why any of them is unavailable.
 
     Missing pretrained weights offline are not fatal here: the evaluation reports every other metric and names
     the missing file (docs/protocol.md); nothing is ever filled in with a placeholder number.
@@ -174,9 +227,31 @@ def build_evaluation_metrics(cfg: DictConfig, image_size: tuple[int, int]) -> tu
             metrics["rfid"] = ReconstructionFID(settings.get("inception_weights"))
         except MissingWeightsError as error:
             unavailable["rfid"] = str(error)
+    if settings.get("loss_terms", False):
+        metrics |= loss_term_metrics(cfg, unavailable)
     for name, reason in unavailable.items():
         log.warning("%s not computed: %s", name, reason)
     return metrics, unavailable
+
+
+def loss_term_metrics(cfg: DictConfig, unavailable: dict[str, str]) -> dict[str, Any]:
+    """The training objective's reconstruction and perceptual terms, per image then the mean over the split
+    (``loss/reconstruction``, ``loss/perceptual``): the l1_loss and precep_loss columns of the ImageNet-128 tables.
+    The perceptual term uses the training's LPIPS(VGG16); its weights missing offline, it is listed in
+    ``unavailable`` like LPIPS and rFID."""
+    from vqbench.metrics import MeanPerImage
+    from vqbench.training.module import per_image_loss
+    from vqbench.weights import MissingWeightsError
+
+    metrics = {"loss/reconstruction": MeanPerImage(per_image_loss(cfg.loss.reconstruction))}
+    if float(OmegaConf.select(cfg.loss, "perceptual.weight", default=0.0) or 0.0) > 0:
+        try:
+            perceptual = build_perceptual_loss(cfg)
+        except MissingWeightsError as error:
+            unavailable["loss/perceptual"] = str(error)
+        else:
+            metrics["loss/perceptual"] = MeanPerImage(perceptual.distance, network=perceptual)
+    return metrics
 
 
 def build_datamodule(cfg: DictConfig):

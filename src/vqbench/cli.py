@@ -245,7 +245,7 @@ def evaluate_checkpoint(
         devices=eval_cfg.trainer.devices,
         num_nodes=eval_cfg.trainer.get("num_nodes", 1),
         strategy=eval_cfg.trainer.get("strategy", "auto"),
-        precision=eval_cfg.trainer.precision,
+        precision=eval_cfg.metrics.get("precision") or eval_cfg.trainer.precision,
         # Every process gets distinct images (StridedShardSampler); Lightning's sampler would pad with repeats.
         use_distributed_sampler=False,
         logger=False,
@@ -261,7 +261,9 @@ def evaluate_checkpoint(
         "images": len(datamodule.dataset("test")),
         "processes": trainer.world_size,
         "weights": "weight EMA" if eval_cfg.metrics.get("use_ema", False) else "trained weights",
-        "data_range": "reconstructions clamped to [-1, 1], mapped to [0, 1]",
+        "precision": str(trainer.precision),
+        "data_range": "reconstructions mapped from the model's pixel space to [0, 1] (x * pixel_std + pixel_mean) "
+        "and clamped",
         "psnr": "per image on [0, 1], then the mean (skimage.metrics.peak_signal_noise_ratio)",
         "ssim": SSIM_PROTOCOLS[eval_cfg.metrics.get("ssim_window", "uniform")],
         "l1": "mean absolute error per image on [0, 1], then the mean",
@@ -272,6 +274,14 @@ def evaluate_checkpoint(
         "perplexity": f"exp(entropy of the code histogram over {tokens})",
         "effective_codebook_size": "distinct token vectors over every token of the split",
     }
+    if eval_cfg.metrics.get("loss_terms", False):
+        protocol["loss/reconstruction"] = (
+            f"the training's {eval_cfg.loss.reconstruction} loss per image in the model's pixel space "
+            "(data.pixel_mean / pixel_std, unclamped), then the mean"
+        )
+        protocol["loss/perceptual"] = (
+            "the training's LPIPS(VGG16) per image, inputs mapped to loss.perceptual.input_range, then the mean"
+        )
     return metrics, protocol, unavailable
 
 

@@ -1,24 +1,37 @@
 """ImageNet: ``train/`` and ``val/`` trees of images (class sub-folders, or flat as the val set often ships).
 
-Training: short side resized to a random size in [S, 1.25 S], a random S x S crop (LlamaGen's ``random_crop_arr``),
-flip on the accelerator. Evaluation (``val`` and ``test`` are both ``val/``): short side to S by box halvings and a
-bicubic step, centre S x S crop (ADM's ``center_crop_arr``). S = ``resolution`` (256, 128 or 64 in published tables).
-The random train crop cannot be cached; with ``data.cache=true`` only the evaluation split is cached.
+``crop="adm"`` (default). Training: short side resized to a random size in [S, 1.25 S], a random S x S crop
+(LlamaGen's ``random_crop_arr``), flip on the accelerator. Evaluation (``val`` and ``test`` are both ``val/``): short
+side to S by box halvings and a bicubic step, centre S x S crop (ADM's ``center_crop_arr``). S = ``resolution``
+(256, 128 or 64 in published tables). The random train crop cannot be cached; with ``data.cache=true`` only the
+evaluation split is cached.
+
+``crop="center"``: torchvision's Resize(S) + CenterCrop(S) for every split, training included (FSQ-pytorch and
+Doraemonzzz/vector-quantize ``dataset.py``, the ImageNet-128 tables; set ``data.flip=false`` as they do). Every split
+can then be cached.
 """
 
 from __future__ import annotations
 
 from vqbench.data.files import ImageFiles
 from vqbench.data.images import find_images, require_root
-from vqbench.data.transforms import CenterCropADM, RandomResizedCropADM
-from vqbench.errors import DataError
+from vqbench.data.transforms import CenterCropADM, RandomResizedCropADM, ResizeThenCenterCrop
+from vqbench.errors import ConfigError, DataError
 
 LAYOUT = "train/ and val/ folders of images (train/n01440764/*.JPEG, ...; val/ may be flat)"
+CROPS = ("adm", "center")
 
 
 def imagenet_split(
-    split: str, root: str | None, resolution: int = 256, channels: int = 3, skip_corrupt: bool = False
+    split: str,
+    root: str | None,
+    resolution: int = 256,
+    channels: int = 3,
+    skip_corrupt: bool = False,
+    crop: str = "adm",
 ) -> ImageFiles:
+    if crop not in CROPS:
+        raise ConfigError(f"data.make_dataset.crop must be one of {', '.join(CROPS)}; got {crop!r}")
     base = require_root(root, "imagenet", LAYOUT)
     folder = base / ("train" if split == "train" else "val")
     if not folder.is_dir():
@@ -26,5 +39,8 @@ def imagenet_split(
     files = find_images(folder)
     if not files:
         raise DataError(f"{folder} holds no image files; data=imagenet expects {LAYOUT}")
-    transform = RandomResizedCropADM(resolution) if split == "train" else CenterCropADM(resolution)
+    if crop == "center":
+        transform = ResizeThenCenterCrop(resolution)
+    else:
+        transform = RandomResizedCropADM(resolution) if split == "train" else CenterCropADM(resolution)
     return ImageFiles(files, transform, channels, "imagenet", base, skip_corrupt)

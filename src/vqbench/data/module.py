@@ -1,8 +1,9 @@
 """One LightningDataModule for every image source.
 
 Sources are ``make_dataset(split)`` factories (split in train / val / test) whose items are uint8 C x H x W tensors.
-Batches travel to the accelerator as uint8 and become floats in [-1, 1] there (``on_after_batch_transfer``), where
-the training batch also gets its random horizontal flip: the loader workers only decode, crop and resize.
+Batches travel to the accelerator as uint8 and become floats there (``on_after_batch_transfer``): (x / 255 - mean) /
+std per channel, [-1, 1] with the default mean = std = 0.5. The training batch also gets its random horizontal flip
+there: the loader workers only decode, crop and resize.
 """
 
 from __future__ import annotations
@@ -25,9 +26,15 @@ log = logging.getLogger("vqbench.data")
 SPLITS = ("train", "val", "test")
 
 
-def to_model_range(images: Tensor) -> Tensor:
-    """uint8 [0, 255] -> float [-1, 1]."""
-    return images.float().div_(127.5).sub_(1.0)
+def to_model_range(images: Tensor, mean: float | list[float] = 0.5, std: float | list[float] = 0.5) -> Tensor:
+    """uint8 [0, 255] -> float (x / 255 - mean) / std, per channel for lists ([-1, 1] with the defaults)."""
+    return images.float().div_(255).sub_(pixel_tensor(mean, images)).div_(pixel_tensor(std, images))
+
+
+def pixel_tensor(value: float | list[float], like: Tensor) -> Tensor:
+    """A per-channel mean or std as a tensor that broadcasts over B x C x H x W (or a 0-dim one for a number)."""
+    values = torch.as_tensor(value, dtype=torch.float32, device=like.device)
+    return values.view(-1, 1, 1) if values.dim() else values
 
 
 def random_horizontal_flip(images: Tensor) -> Tensor:
@@ -49,7 +56,8 @@ class ImageDataModule(L.LightningDataModule):
 
     ``flip``: random horizontal flips of training batches. ``cache``: decode and preprocess each file-based split
     once into a memory-mapped uint8 array (see ``vqbench.data.cache``) under ``cache_dir`` (default: a
-    ``.vqbench_cache`` folder in the dataset's root).
+    ``.vqbench_cache`` folder in the dataset's root). ``pixel_mean`` / ``pixel_std``: the model sees
+    (x / 255 - mean) / std (a number, or one per channel).
     """
 
     def __init__(
@@ -65,6 +73,8 @@ class ImageDataModule(L.LightningDataModule):
         cache_dir: str | None = None,
         root: str | None = None,
         skip_corrupt: bool = False,
+        pixel_mean: float | list[float] = 0.5,
+        pixel_std: float | list[float] = 0.5,
     ):
         super().__init__()
         self.make_dataset = make_dataset
@@ -78,6 +88,8 @@ class ImageDataModule(L.LightningDataModule):
         self.cache_dir = cache_dir
         self.root = root  # used by make_dataset through the config; kept for the record
         self.skip_corrupt = skip_corrupt
+        self.pixel_mean = pixel_mean
+        self.pixel_std = pixel_std
         self.datasets: dict[str, Dataset] = {}
 
     def source(self, split: str) -> Dataset:
@@ -143,7 +155,7 @@ class ImageDataModule(L.LightningDataModule):
 
     def on_after_batch_transfer(self, batch: Tensor, dataloader_idx: int) -> Tensor:
         if batch.dtype == torch.uint8:
-            batch = to_model_range(batch)
+            batch = to_model_range(batch, self.pixel_mean, self.pixel_std)
         if self.flip and self.trainer is not None and self.trainer.training:
             batch = random_horizontal_flip(batch)
         return batch

@@ -54,6 +54,24 @@ class CenterCropThenResize:
 
 
 @dataclass(frozen=True)
+class ResizeThenCenterCrop:
+    """torchvision's ``Resize(S)`` then ``CenterCrop(S)`` on a PIL image: the short side to S with PIL's antialiased
+    bilinear filter (the long side truncated to int(S * long / short)), then the centre S x S (offsets rounded).
+    The preprocessing of every split in FSQ-pytorch and Doraemonzzz/vector-quantize (``dataset.py``)."""
+
+    resolution: int
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        w, h = image.size
+        short, long = min(w, h), max(w, h)
+        size = (self.resolution, int(self.resolution * long / short))
+        image = image.resize(size if w <= h else size[::-1], Image.Resampling.BILINEAR)
+        w, h = image.size
+        top, left = int(round((h - self.resolution) / 2.0)), int(round((w - self.resolution) / 2.0))
+        return image.crop((left, top, left + self.resolution, top + self.resolution))
+
+
+@dataclass(frozen=True)
 class ResizeSquare:
     """A bilinear antialiased resize to ``resolution`` x ``resolution`` (FFHQ, FashionMNIST at other sizes)."""
 

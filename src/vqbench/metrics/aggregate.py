@@ -5,21 +5,23 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torchmetrics import Metric
 
 from vqbench.quantizers.distances import perplexity_from_counts
 
 
 class MeanPerImage(Metric):
-    """Mean over images of a per-image score ``fn(preds, target) -> B`` (PSNR, SSIM, ...)."""
+    """Mean over images of a per-image score ``fn(preds, target) -> B`` (PSNR, SSIM, ...). ``network``: a module
+    ``fn`` runs (a perceptual network), registered so that it follows the metric to the evaluation device."""
 
     full_state_update = False
     higher_is_better = True
 
-    def __init__(self, fn: Callable[[Tensor, Tensor], Tensor], **kwargs):
+    def __init__(self, fn: Callable[[Tensor, Tensor], Tensor], network: nn.Module | None = None, **kwargs):
         super().__init__(**kwargs)
         self.fn = fn
+        self.network = network
         self.add_state("total", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", default=torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
 

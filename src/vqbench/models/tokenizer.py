@@ -12,14 +12,24 @@ class Tokenizer(nn.Module):
 
     ``encoder`` must expose ``out_channels`` and ``decoder`` ``in_channels``; the 1x1 convolutions map between those
     and the quantizer's ``dim`` so that ``codebook.dim`` can be swept without touching the architecture.
+    ``post_quant_conv=False`` leaves out the second one, for decoders whose first layer reads the codes directly
+    (``decoder.in_channels`` must then equal the quantizer's ``dim``).
     """
 
-    def __init__(self, encoder: nn.Module, quantizer: Quantizer, decoder: nn.Module):
+    def __init__(self, encoder: nn.Module, quantizer: Quantizer, decoder: nn.Module, post_quant_conv: bool = True):
         super().__init__()
         self.encoder = encoder
         self.pre_quant = nn.Conv2d(encoder.out_channels, quantizer.dim, 1)
         self.quantizer = quantizer
-        self.post_quant = nn.Conv2d(quantizer.dim, decoder.in_channels, 1)
+        if post_quant_conv:
+            self.post_quant = nn.Conv2d(quantizer.dim, decoder.in_channels, 1)
+        elif decoder.in_channels == quantizer.dim:
+            self.post_quant = nn.Identity()
+        else:
+            raise ValueError(
+                f"without a post-quant conv the decoder must read the {quantizer.dim}-dim codes, but it expects "
+                f"{decoder.in_channels} channels; set model.decoder.in_channels to codebook.dim"
+            )
         self.decoder = decoder
 
     def encode(self, images: Tensor) -> QuantizerOutput:

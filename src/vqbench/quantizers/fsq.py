@@ -8,6 +8,11 @@ len(levels) channels is bounded and rounded to one of L_i integers; the implicit
     q = round_ste(bound(z)) / (L // 2)
     index = sum_i (round(bound(z_i)) + L_i // 2) * prod_{j<i} L_j        (mixed radix)
 
+``bound="atanh"`` (default) is the form above: bound(0) = 0 exactly (vector-quantize-pytorch and
+visual-tokenizer-pytorch ``finite_scalar_quantizer.py``). ``bound="tan"`` is the paper's appendix A.1 code, kept by
+FSQ-pytorch and Doraemonzzz/vector-quantize (``quantizers/fsq.py``, the ImageNet-128 tables): half = (L - 1)(1 - 1e-3)
+/ 2 and shift = tan(offset / half). Both give the same L values per channel; the bounded values differ by up to 0.2 %.
+
 There is no auxiliary loss. ``codebook.dim`` vectors are projected to len(levels) channels and back by linear maps
 (identity when the two agree). When no levels are given they come from the paper's table for the codebook size.
 """
@@ -79,15 +84,25 @@ class _ScalarQuantizer(Quantizer):
         raise NotImplementedError
 
 
+#: The two forms of FSQ's bound: (half-width factor, shift function); see the module docstring.
+BOUNDS = {"atanh": (1 + 1e-3, torch.atanh), "tan": (1 - 1e-3, torch.tan)}
+
+
 class FSQ(_ScalarQuantizer):
-    def __init__(self, dim: int, levels: list[int] | None = None, codebook_size: int | None = None):
+    def __init__(
+        self, dim: int, levels: list[int] | None = None, codebook_size: int | None = None, bound: str = "atanh"
+    ):
         super().__init__(dim, levels, codebook_size)
+        if bound not in BOUNDS:
+            raise ValueError(f"quantizer.bound must be one of {', '.join(BOUNDS)}; got {bound!r}")
+        factor, shift = BOUNDS[bound]
+        self.bound_form = bound
         levels_f = torch.tensor(self.levels, dtype=torch.float64)
-        half = (levels_f - 1) * (1 + 1e-3) / 2
+        half = (levels_f - 1) * factor / 2
         offset = torch.where(levels_f % 2 == 0, 0.5, 0.0)
         self.register_buffer("_half", half.float(), persistent=False)
         self.register_buffer("_offset", offset.float(), persistent=False)
-        self.register_buffer("_shift", torch.atanh(offset / half).float(), persistent=False)
+        self.register_buffer("_shift", shift(offset / half).float(), persistent=False)
         self.register_buffer("_half_width", (self._levels // 2).float(), persistent=False)
         self.register_buffer("_half_width_long", self._levels // 2, persistent=False)
 

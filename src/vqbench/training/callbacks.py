@@ -12,7 +12,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from vqbench.errors import NonFiniteLossError
 from vqbench.metrics import to_uint8
-from vqbench.training.module import TokenizerModule, to_unit_range
+from vqbench.training.module import TokenizerModule
 
 
 def _tensorboard(trainer: L.Trainer):
@@ -40,7 +40,7 @@ class ReconstructionGrid(L.Callback):
             return
         originals, reconstructions = self.images
         grid = torchvision.utils.make_grid(
-            to_unit_range(torch.cat([originals, reconstructions]).float()).cpu(), nrow=originals.shape[0]
+            pl_module.to_unit_range(torch.cat([originals, reconstructions]).float()).cpu(), nrow=originals.shape[0]
         )
         writer.add_image("val/reconstructions", grid, trainer.global_step)
 
@@ -92,8 +92,8 @@ class SaveReconstructions(L.Callback):
         self.seen = 0
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
-        originals = to_uint8(to_unit_range(batch.float())).cpu()
-        reconstructions = to_uint8(to_unit_range(outputs.float())).cpu()
+        originals = to_uint8(pl_module.to_unit_range(batch.float())).cpu()
+        reconstructions = to_uint8(pl_module.to_unit_range(outputs.float())).cpu()
         for original, reconstruction in zip(originals, reconstructions, strict=True):
             index = trainer.global_rank + trainer.world_size * self.seen
             torchvision.io.write_png(original, str(self.directory / f"{index:06d}_original.png"))

@@ -14,11 +14,16 @@ xyfJASON/visual-tokenizer-pytorch ``train_vqgan.py``: every step from step 0, so
 discriminator).
 
 Validation and test update the same kinds of metric: PSNR, SSIM, L1 (per image on [0, 1]), codebook usage,
-perplexity, effective codebook size. Evaluation adds its own (LPIPS, rFID) with ``add_test_metrics``.
+perplexity, effective codebook size. Evaluation adds its own (LPIPS, rFID, and with ``metrics.loss_terms`` the
+training objective's terms ``loss/*``) with ``add_test_metrics``.
+
+Images live in the model's space, (x - pixel_mean) / pixel_std with x in [0, 1] ([-1, 1] by default); metrics see
+them mapped back to [0, 1] and clamped (``to_unit_range``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
@@ -36,9 +41,15 @@ from vqbench.training.ema import WeightEMA
 RECONSTRUCTION_LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss}
 
 
-def to_unit_range(images: Tensor) -> Tensor:
-    """[-1, 1] model space -> [0, 1] metric space, clamped as the evaluation protocol prescribes."""
-    return images.clamp(-1, 1).add(1).div(2)
+def to_unit_range(images: Tensor, mean: Tensor | float = 0.5, std: Tensor | float = 0.5) -> Tensor:
+    """Model space -> [0, 1] metric space (x * std + mean; [-1, 1] -> [0, 1] by default), clamped as the evaluation
+    protocol prescribes."""
+    return (images * std + mean).clamp(0, 1)
+
+
+def per_image_loss(kind: str) -> Callable[[Tensor, Tensor], Tensor]:
+    """The reconstruction loss of ``kind`` per image (B values) rather than over the batch."""
+    return lambda preds, target: RECONSTRUCTION_LOSSES[kind](preds, target, reduction="none").flatten(1).mean(1)
 
 
 @dataclass(frozen=True)
@@ -62,14 +73,29 @@ class OptimizerSettings:
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.0
     grad_clip: float | None = None
-    schedule: str = "constant"  # or linear: linear warmup over warmup_fraction of max_steps, then linear decay to 0
+    schedule: str = "constant"  # or linear, or annealing_linear (see lr_factor)
     warmup_fraction: float = 0.0
+    schedule_steps: int | None = None  # the schedule's length T; None: trainer.max_steps
 
 
 def lr_factor(step: int, total_steps: int, settings: OptimizerSettings) -> float:
-    """The learning-rate multiplier at ``step`` (constant, or linear warmup then linear decay to 0)."""
+    """The learning-rate multiplier for the optimizer step after ``step`` completed ones, T = ``schedule_steps``
+    or ``total_steps``:
+
+    - ``constant``: 1.
+    - ``linear``: (step + 1) / W during the warmup W = floor(warmup_fraction * T), then (T - step) / (T - W).
+    - ``annealing_linear``: Megatron-LM / CogView's AnnealingLR with decay_style linear, kept by FSQ-pytorch and
+      Doraemonzzz/vector-quantize (``scheduler.py``): step / W for step <= W = warmup_fraction * T (so the first
+      step has lr 0), then (T - (step - W)) / T, which reaches 0 only at T + W (floored at 0).
+    """
+    total_steps = settings.schedule_steps or total_steps
     if settings.schedule == "constant" or total_steps <= 0:
         return 1.0
+    if settings.schedule == "annealing_linear":
+        warmup = settings.warmup_fraction * total_steps
+        if warmup > 0 and step <= warmup:
+            return step / warmup
+        return max(0.0, (total_steps - (step - warmup)) / total_steps)
     warmup = int(settings.warmup_fraction * total_steps)
     if step < warmup:
         return (step + 1) / warmup
@@ -92,6 +118,8 @@ class TokenizerModule(L.LightningModule):
         config_yaml: str | None = None,
         usage_window: int | None = None,
         ssim_window: str = "uniform",
+        pixel_mean: float | list[float] = 0.5,
+        pixel_std: float | list[float] = 0.5,
     ):
         super().__init__()
         self.automatic_optimization = False
@@ -108,6 +136,8 @@ class TokenizerModule(L.LightningModule):
         self.config_yaml = config_yaml
         self.usage_window = usage_window
         self.ssim_window = ssim_window
+        self.register_buffer("pixel_mean", _per_channel(pixel_mean), persistent=False)
+        self.register_buffer("pixel_std", _per_channel(pixel_std), persistent=False)
         self.metrics = nn.ModuleDict({stage: self._make_metrics() for stage in ("val", "test")})
         # LeCam's EMAs of the mean real and fake logits
         self.register_buffer("lecam_real", torch.zeros(()))
@@ -123,8 +153,13 @@ class TokenizerModule(L.LightningModule):
             metrics["distinct_tokens"] = DistinctTokens()
         return nn.ModuleDict(metrics)
 
+    def to_unit_range(self, images: Tensor) -> Tensor:
+        """This module's pixel space -> [0, 1], clamped (``to_unit_range`` with its data's mean and std)."""
+        return to_unit_range(images, self.pixel_mean, self.pixel_std)
+
     def add_test_metrics(self, metrics: dict[str, Metric]) -> None:
-        """Evaluation-only metrics (LPIPS, rFID): each is updated with (reconstruction, original) in [0, 1]."""
+        """Evaluation-only metrics (LPIPS, rFID): each is updated with (reconstruction, original) in [0, 1], except
+        those named ``loss/*``, which see them in the model's space, unclamped, as the training objective does."""
         for name, metric in metrics.items():
             self.metrics["test"][name] = metric
 
@@ -249,10 +284,12 @@ class TokenizerModule(L.LightningModule):
     def _evaluation_step(self, stage: str, images: Tensor) -> Tensor:
         reconstruction, quantized = self.tokenizer(images)
         metrics = self.metrics[stage]
-        preds, target = to_unit_range(reconstruction.float()), to_unit_range(images.float())
+        preds, target = self.to_unit_range(reconstruction.float()), self.to_unit_range(images.float())
         for name, metric in metrics.items():
             if name in ("codebook", "distinct_tokens"):
                 metric.update(quantized.indices)
+            elif name.startswith("loss/"):  # as the training objective sees them: model space, unclamped
+                metric.update(reconstruction.float(), images.float())
             else:
                 metric.update(preds, target)
         return reconstruction
@@ -303,3 +340,9 @@ class TokenizerModule(L.LightningModule):
 
 def _no_closure() -> None:
     return None
+
+
+def _per_channel(value: float | list[float]) -> Tensor:
+    """A pixel mean or std that broadcasts over B x C x H x W: 1 x C x 1 x 1, or 0-dim for a number."""
+    values = torch.as_tensor(value, dtype=torch.float32)
+    return values.view(1, -1, 1, 1) if values.dim() else values
