@@ -49,7 +49,7 @@ def trained(tmp_path_factory):
     )
     trainer.fit(module, datamodule=build_datamodule(cfg))
     with torch.no_grad():
-        module.tokenizer.pre_quant.weight.mul_(30)
+        module.tokenizer.pre_quant.weight.mul_(300)
     trainer.save_checkpoint(out / "last.ckpt")
     return out / "last.ckpt", module, cfg
 
