@@ -104,18 +104,43 @@ def test_patch_discriminator_count_and_init():
 
 @pytest.mark.parametrize("hidden", [(16, 32), (64,)])
 def test_lattice_cnn_layers_and_count(hidden):
-    encoder, decoder = LatticeCNNEncoder(3, hidden), LatticeCNNDecoder(3, hidden)
+    d = 64
+    encoder, decoder = LatticeCNNEncoder(3, hidden, d), LatticeCNNDecoder(3, hidden, d)
     h = hidden[-1]
     widths = [3, *hidden]
+    residual = conv(h, h, 3, False) + conv(h, h, 1, False)
     expected_enc = sum(conv(a, b, 4) for a, b in zip(widths, widths[1:], strict=False)) + conv(h, h, 3)
-    expected_enc += 2 * (conv(h, h, 3, False) + conv(h, h, 1, False))
-    expected_dec = conv(h, h, 3) + 2 * (conv(h, h, 3, False) + conv(h, h, 1, False))
+    expected_enc += 2 * residual + conv(h, d, 1)
+    expected_dec = conv(d, h, 3) + 2 * residual
     back = [*reversed(hidden), 3]
     expected_dec += sum(conv(a, b, 4) for a, b in zip(back, back[1:], strict=False))  # ConvT has the same count
     assert (count(encoder), count(decoder)) == (expected_enc, expected_dec)
+    # both end in a LeakyReLU, after the 1x1 conv to d and after the last ConvT (ll-vq-vae's model.py)
+    assert isinstance(encoder[-1], nn.LeakyReLU) and isinstance(encoder[-2], nn.Conv2d)
+    assert isinstance(decoder[-1], nn.LeakyReLU) and isinstance(decoder[-2], nn.ConvTranspose2d)
     x = torch.randn(1, 3, 64, 64)
-    assert encoder(x).shape[-1] == 64 // 2 ** len(hidden)
+    assert encoder(x).shape == (1, d, 64 // 2 ** len(hidden), 64 // 2 ** len(hidden))
     assert decoder(encoder(x)).shape == x.shape
+
+
+def test_lattice_cnn_residual_layer_has_no_activation_before_its_first_conv():
+    torch.manual_seed(0)
+    layer = LatticeCNNEncoder(3, (4,), 4)[4]
+    first, second = layer.body[0], layer.body[2]
+    x = torch.randn(2, 4, 5, 5)  # negative inputs: relu(x) before the first conv would change the result
+    expected = x + second(torch.relu(first(x)))
+    torch.testing.assert_close(layer(x), expected)
+
+
+def test_lattice_cnn_tokenizer_has_no_projections_around_the_quantizer():
+    cfg = compose_cfg(["model=lattice_cnn", "quantizer=lattice", "codebook.dim=16", "model.hidden_channels=[8]"])
+    tokenizer, _ = build_tokenizer(cfg)
+    assert isinstance(tokenizer.pre_quant, nn.Identity) and isinstance(tokenizer.post_quant, nn.Identity)
+    assert count(tokenizer) == count(tokenizer.encoder) + count(tokenizer.decoder) + 16  # + the lattice basis
+    with pytest.raises(ValueError, match="without projections"):
+        Tokenizer(LatticeCNNEncoder(3, (8,), 16), VectorQuantizer(32, 8), LatticeCNNDecoder(3, (8,), 16), False)
+    projected = Tokenizer(LatticeCNNEncoder(3, (8,), 16), VectorQuantizer(32, 8), LatticeCNNDecoder(3, (8,), 16))
+    assert isinstance(projected.pre_quant, nn.Conv2d)
 
 
 def test_fsq_cnn_gives_16x16_tokens_at_128():

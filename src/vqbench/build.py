@@ -88,7 +88,11 @@ def build_tokenizer(cfg: DictConfig) -> tuple[Tokenizer, dict[str, float]]:
     quantizer, weights = build_quantizer(cfg.quantizer)
     encoder = _instantiate(cfg.model.encoder, "model.encoder")
     decoder = _instantiate(cfg.model.decoder, "model.decoder")
-    return Tokenizer(encoder, quantizer, decoder), weights
+    try:
+        tokenizer = Tokenizer(encoder, quantizer, decoder, projections=bool(cfg.model.get("projections", True)))
+    except ValueError as error:
+        raise ConfigError(f"model: {error}") from None
+    return tokenizer, weights
 
 
 def build_training_module(cfg: DictConfig, for_training: bool = True) -> TokenizerModule:
