@@ -7,10 +7,20 @@ sums S_k (buffers, not parameters: the codebook gets no gradient), for a batch w
     S_k <- gamma S_k + (1 - gamma) sum_{i: k_i = k} z_i
     e_k  = S_k / N~_k,   N~_k = (N_k + eps) / (sum_j N_j + K eps) * sum_j N_j     (Laplace smoothing, eps = 1e-5)
 
-The only loss is the commitment term MSE(z, sg(q)). Under DDP the batch counts n and sums are all-reduced across
-ranks *before* the update, so every rank keeps the same codebook and it equals the single-process result on the
-concatenated batch. Optional dead-code restart replaces codes whose N_k falls below ``dead_code_threshold`` with
-random vectors of the current batch (taken from rank 0 and broadcast, so ranks stay identical).
+The only loss is the commitment term MSE(z, sg(q)). ``update_rule`` selects how the statistics start and update:
+
+- ``textbook``: N_k = 1 and S_k = e_k at the start (e ~ U(-1/K, 1/K)), so an unused code stays where it was
+  initialised; the smoothing only enters the division; z is quantized with the codebook after this batch's update.
+- ``pytorch_vq_vae``: zalandoresearch/pytorch-vq-vae's ``VectorQuantizerEMA``, which AGKhalil/ll-vq-vae copies
+  (``vector_quantizer/vector_quantizer_ema.py``): e ~ N(0, 1), S ~ N(0, 1) drawn independently of e, N = 0; the
+  smoothed counts replace N; z is quantized with the codebook before this batch's update. A code that the first
+  batch leaves unused gets N~_k of order eps, so e_k becomes about 1e5 times its N(0, 1) draw, far from every z:
+  it stays unused (the collapse behind the LL-VQ table's EMA rows).
+
+Under DDP the batch counts n and sums are all-reduced across ranks *before* the update, so every rank keeps the same
+codebook and it equals the single-process result on the concatenated batch. Optional dead-code restart replaces codes
+whose N_k falls below ``dead_code_threshold`` with random vectors of the current batch (taken from rank 0 and
+broadcast, so ranks stay identical).
 """
 
 from __future__ import annotations
@@ -23,6 +33,8 @@ from torch import Tensor
 from vqbench.quantizers.base import Quantizer, straight_through
 from vqbench.quantizers.distances import nearest_code
 from vqbench.quantizers.vq import VectorQuantizer
+
+UPDATE_RULES = ("textbook", "pytorch_vq_vae")
 
 
 def _distributed() -> bool:
@@ -38,6 +50,7 @@ class EMAVectorQuantizer(Quantizer):
         epsilon: float = 1e-5,
         dead_code_threshold: float = 0.0,
         l2_norm: bool = False,
+        update_rule: str = "textbook",
     ):
         super().__init__(dim)
         if codebook_size < 1:
@@ -46,21 +59,30 @@ class EMAVectorQuantizer(Quantizer):
             raise ValueError(f"quantizer.decay must be in [0, 1), got {decay}")
         if l2_norm:
             raise ValueError("quantizer=ema does not support codebook.l2_norm=true; use quantizer=vq for l2 codes")
+        if update_rule not in UPDATE_RULES:
+            raise ValueError(f"quantizer.update_rule must be one of {UPDATE_RULES}, got {update_rule!r}")
         self.codebook_size = codebook_size
         self.decay = decay
         self.epsilon = epsilon
         self.dead_code_threshold = dead_code_threshold
-        initial = VectorQuantizer.initial_codebook(codebook_size, dim)
-        self.register_buffer("codebook", initial.clone())
-        # Counts start at one and sums at the initial codes, so an unused code stays where it was initialised.
-        self.register_buffer("ema_counts", torch.ones(codebook_size))
-        self.register_buffer("ema_sums", initial.clone())
+        self.update_rule = update_rule
+        if update_rule == "textbook":
+            initial = VectorQuantizer.initial_codebook(codebook_size, dim)
+            counts, sums = torch.ones(codebook_size), initial.clone()
+        else:
+            initial = torch.randn(codebook_size, dim)
+            counts, sums = torch.zeros(codebook_size), torch.randn(codebook_size, dim)
+        self.register_buffer("codebook", initial)
+        self.register_buffer("ema_counts", counts)
+        self.register_buffer("ema_sums", sums)
 
     def quantize(self, z: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         indices = nearest_code(z.detach(), self.codebook)
+        q = self.codebook[indices]  # a copy: the codes before this batch's update
         if self.training:
             self.update_codebook(z.detach(), indices)
-        q = self.codebook[indices]
+            if self.update_rule == "textbook":
+                q = self.codebook[indices]
         return straight_through(z, q), indices, {"commitment": F.mse_loss(z, q)}
 
     @torch.no_grad()
@@ -74,6 +96,8 @@ class EMAVectorQuantizer(Quantizer):
         self.ema_sums.mul_(self.decay).add_(sums, alpha=1 - self.decay)
         total = self.ema_counts.sum()
         smoothed = (self.ema_counts + self.epsilon) / (total + self.codebook_size * self.epsilon) * total
+        if self.update_rule == "pytorch_vq_vae":
+            self.ema_counts.copy_(smoothed)
         self.codebook.copy_(self.ema_sums / smoothed.unsqueeze(1))
         if self.dead_code_threshold > 0:
             self.restart_dead_codes(z)
