@@ -7,7 +7,7 @@ import os
 
 import pytest
 import torch
-from lightning import Trainer
+from lightning import Callback, Trainer
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -199,6 +199,32 @@ def test_lr_schedule_warmup_then_linear_decay():
     factors = [lr_factor(step, 1000, settings) for step in (0, 9, 10, 505, 999)]
     assert factors == [0.1, 1.0, 1.0, pytest.approx(0.5), pytest.approx(1 / 990)]
     assert lr_factor(5, 1000, OptimizerSettings()) == 1.0
+
+
+def test_exponential_schedule_steps_once_per_epoch(tmp_path):
+    torch.manual_seed(0)
+    tokenizer = Tokenizer(SimpleCNNEncoder(3, 8, 16), VectorQuantizer(32, 8), SimpleCNNDecoder(3, 8, 16))
+    settings = OptimizerSettings(lr=1e-3, schedule="exponential", gamma=0.5)
+    module = TokenizerModule(tokenizer, {"codebook": 1.0, "commitment": 0.25}, optimizer=settings)
+    lrs = []
+
+    class RecordLr(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    loader = DataLoader(torch.rand(4, 3, 16, 16) * 2 - 1, batch_size=2)
+    trainer = Trainer(
+        max_epochs=3,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        limit_val_batches=0,
+        callbacks=[RecordLr()],
+    )
+    trainer.fit(module, loader)
+    assert lrs == pytest.approx([1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4, 2.5e-4])
 
 
 def test_weight_ema_update_formula():

@@ -18,7 +18,7 @@ from vqbench.losses import PerceptualLoss
 from vqbench.models.discriminator import PatchDiscriminator
 from vqbench.models.tokenizer import Tokenizer
 from vqbench.quantizers.base import Quantizer
-from vqbench.training.module import AdversarialSettings, OptimizerSettings, TokenizerModule
+from vqbench.training.module import SCHEDULES, AdversarialSettings, OptimizerSettings, TokenizerModule
 
 log = logging.getLogger("vqbench")
 
@@ -33,6 +33,10 @@ def _instantiate(node: Any, what: str, **kwargs) -> Any:
         if isinstance(cause, (ValueError, TypeError)):
             raise ConfigError(f"{what}: {cause}") from None
         raise
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -52,8 +56,17 @@ def check_config(cfg: DictConfig) -> None:
     adversarial = cfg.loss.get("adversarial")
     if adversarial is not None and adversarial.loss not in ("hinge", "non_saturating"):
         raise ConfigError(f"loss.adversarial.loss must be hinge or non_saturating, got {adversarial.loss!r}")
-    if cfg.optimizer.get("schedule", "constant") not in ("constant", "linear"):
-        raise ConfigError(f"optimizer.schedule must be constant or linear, got {cfg.optimizer.schedule!r}")
+    if cfg.optimizer.get("schedule", "constant") not in SCHEDULES:
+        raise ConfigError(f"optimizer.schedule must be one of {', '.join(SCHEDULES)}; got {cfg.optimizer.schedule!r}")
+    gamma = cfg.optimizer.get("gamma", 1.0)
+    if not _is_number(gamma) or gamma < 0:
+        raise ConfigError(f"optimizer.gamma (the per-epoch lr factor) must be a number >= 0, got {gamma!r}")
+    value_range = cfg.data.get("value_range", [-1, 1])
+    values = list(value_range) if OmegaConf.is_list(value_range) else [value_range]
+    if len(values) != 2 or not all(_is_number(v) for v in values) or not values[0] < values[1]:
+        raise ConfigError(
+            f"data.value_range must be [low, high] with low < high (e.g. [-1, 1] or [0, 1]), got {values!r}"
+        )
     if OmegaConf.select(cfg, "trainer.gradient_clip_val") is not None:
         raise ConfigError(
             "trainer.gradient_clip_val does not apply (training uses manual optimization); set optimizer.grad_clip="
@@ -63,6 +76,13 @@ def check_config(cfg: DictConfig) -> None:
     if window is not None and (not isinstance(window, int) or isinstance(window, bool) or window < 1):
         raise ConfigError(
             f"metrics.usage_window must be a positive number of tokens (e.g. 65536) or null, got {window!r}"
+        )
+    splits = cfg.metrics.get("effective_size_splits")
+    if splits is not None and (
+        not OmegaConf.is_list(splits) or not splits or any(split not in ("train", "val", "test") for split in splits)
+    ):
+        raise ConfigError(
+            f"metrics.effective_size_splits must be a list of train, val, test (e.g. [train, val]), got {splits!r}"
         )
     ema_decay = cfg.get("ema_decay")
     if ema_decay is not None and not 0 < ema_decay < 1:
@@ -124,6 +144,7 @@ def build_training_module(cfg: DictConfig, for_training: bool = True) -> Tokeniz
         # Unresolved, so that an evaluation's data.root=... reaches every key that interpolates it.
         config_yaml=OmegaConf.to_yaml(cfg, resolve=False),
         usage_window=cfg.metrics.get("usage_window"),
+        value_range=tuple(cfg.data.get("value_range", (-1.0, 1.0))),
     )
 
 

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from vqbench.build import build_datamodule, build_evaluation_metrics, build_training_module, check_config
 from vqbench.errors import CheckpointError, ConfigError, VqbenchError
+from vqbench.metrics.aggregate import MAX_DISTINCT_TOKENS
 from vqbench.results import METRICS_FILE, format_table, read_metrics, write_metrics
 from vqbench.training.callbacks import (
     CodeUsageHistogram,
@@ -25,13 +26,14 @@ from vqbench.training.callbacks import (
     StopOnNonFiniteLoss,
 )
 from vqbench.training.module import TokenizerModule
+from vqbench.training.token_count import TokenCount
 
 log = logging.getLogger("vqbench")
 
 #: Config nodes an evaluation may take from the command line; everything else comes from the checkpoint.
 EVAL_OVERRIDABLE = ("data", "metrics", "trainer", "seed")
 #: Nodes that define the trained network: overriding them at evaluation time cannot match the weights.
-EVAL_FROZEN = ("model", "quantizer", "codebook")
+EVAL_FROZEN = ("model", "quantizer", "codebook", "data.value_range")
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
@@ -215,6 +217,9 @@ def evaluation_config(trained: DictConfig, cfg: DictConfig, overrides: list[str]
         for key in keys:
             if key != node and not key.startswith(("hydra.", "eval")):
                 OmegaConf.update(merged, key, OmegaConf.select(cfg, key), force_add=True)
+    value_range = OmegaConf.select(trained, "data.value_range")
+    if value_range is not None:  # the network's input range, also when data=... replaced the whole node
+        merged.data.value_range = value_range
     merged.ckpt = cfg.ckpt
     return merged
 
@@ -227,14 +232,15 @@ def evaluate_checkpoint(
     module = build_training_module(eval_cfg, for_training=False)
     load_tokenizer_weights(module, payload, ckpt, use_ema=bool(eval_cfg.metrics.get("use_ema", False)))
     datamodule = build_datamodule(eval_cfg)
-    datamodule.check(("test",))
+    size_splits = list(eval_cfg.metrics.get("effective_size_splits") or ["test"])
+    datamodule.check(tuple(dict.fromkeys(["test", *size_splits])))
     first_image = next(image for image in datamodule.dataset("test") if image is not None)
     extra, unavailable = build_evaluation_metrics(eval_cfg, tuple(first_image.shape[-2:]))
     module.add_test_metrics(extra)
     callbacks = []
     if eval_cfg.metrics.get("save_reconstructions", False):
         callbacks.append(SaveReconstructions(out / "reconstructions"))
-    trainer = _trainer(
+    trainer_settings = dict(
         accelerator=eval_cfg.trainer.accelerator,
         devices=eval_cfg.trainer.devices,
         num_nodes=eval_cfg.trainer.get("num_nodes", 1),
@@ -245,11 +251,23 @@ def evaluate_checkpoint(
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=eval_cfg.trainer.enable_progress_bar,
-        callbacks=callbacks,
     )
+    trainer = _trainer(**trainer_settings, callbacks=callbacks)
     metrics = _plain(trainer.test(module, datamodule=datamodule, verbose=False)[0])
     window = eval_cfg.metrics.get("usage_window")
     tokens = f"a FIFO queue of the last {window} tokens" if window else "every token of the split"
+    flip = bool(eval_cfg.data.get("flip", False)) and size_splits != ["test"]
+    if size_splits != ["test"]:
+        metrics.pop("test/effective_codebook_size", None)
+        counter = TokenCount(module.tokenizer, datamodule, size_splits, flip=flip)
+        metrics |= _plain(_trainer(**trainer_settings).test(counter, verbose=False)[0])
+    counted = " + ".join(size_splits)
+    if "test/effective_codebook_size" not in metrics:
+        unavailable["effective_codebook_size"] = (
+            f"more than {MAX_DISTINCT_TOKENS:,} distinct token vectors over the {counted} split(s): nearly every "
+            "vector has a token of its own (the dense lattice), too many to hold in memory; LL-VQ-VAE does not "
+            "count the dense lattice either"
+        )
     protocol = {
         "split": "test",
         "images": len(datamodule.dataset("test")),
@@ -265,8 +283,11 @@ def evaluate_checkpoint(
         "features, TF1 bilinear resize); reference = the evaluated originals; both sides quantised to uint8",
         "codebook_usage": f"used codes / K over {tokens}",
         "perplexity": f"exp(entropy of the code histogram over {tokens})",
-        "effective_codebook_size": "distinct token vectors over every token of the split",
+        "effective_codebook_size": f"distinct token vectors over every token of the {counted} split(s)"
+        + (", each image flipped at random first (data.flip), as LL-VQ-VAE's loaders do" if flip else ""),
     }
+    if size_splits != ["test"]:
+        protocol["quantized_vectors"] = f"token vectors counted over the {counted} split(s)"
     return metrics, protocol, unavailable
 
 

@@ -1,8 +1,9 @@
 """One LightningDataModule for every image source.
 
 Sources are ``make_dataset(split)`` factories (split in train / val / test) whose items are uint8 C x H x W tensors.
-Batches travel to the accelerator as uint8 and become floats in [-1, 1] there (``on_after_batch_transfer``), where
-the training batch also gets its random horizontal flip: the loader workers only decode, crop and resize.
+Batches travel to the accelerator as uint8 and become floats in the model's input range (``value_range``, [-1, 1]
+by default) there (``on_after_batch_transfer``), where the training batch also gets its random horizontal flip: the
+loader workers only decode, crop and resize.
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ log = logging.getLogger("vqbench.data")
 SPLITS = ("train", "val", "test")
 
 
-def to_model_range(images: Tensor) -> Tensor:
-    """uint8 [0, 255] -> float [-1, 1]."""
-    return images.float().div_(127.5).sub_(1.0)
+def to_model_range(images: Tensor, value_range: tuple[float, float] = (-1.0, 1.0)) -> Tensor:
+    """uint8 [0, 255] -> float [low, high]: x / 255 * (high - low) + low, in the order of torchvision's ToTensor
+    (x / 255) then Normalize, so [0, 1] is exactly ToTensor's and [-0.5, 0.5] exactly Normalize((0.5,), (1.0,))'s."""
+    low, high = value_range
+    return images.float().div_(255).mul_(high - low).add_(low)
 
 
 def random_horizontal_flip(images: Tensor) -> Tensor:
@@ -45,9 +48,11 @@ def collate_skipping_none(items: list[Tensor | None]) -> Tensor:
 
 
 class ImageDataModule(L.LightningDataModule):
-    """Loaders of uint8 images from ``make_dataset(split)``; float [-1, 1] batches on the accelerator.
+    """Loaders of uint8 images from ``make_dataset(split)``; float batches in ``value_range`` on the accelerator.
 
-    ``flip``: random horizontal flips of training batches. ``cache``: decode and preprocess each file-based split
+    ``value_range``: the model's input range, [low, high] (uint8 0 maps to low, 255 to high); evaluation maps
+    reconstructions back from it. ``flip``: random horizontal flips of training batches. ``cache``: decode and
+    preprocess each file-based split
     once into a memory-mapped uint8 array (see ``vqbench.data.cache``) under ``cache_dir`` (default: a
     ``.vqbench_cache`` folder in the dataset's root).
     """
@@ -65,6 +70,7 @@ class ImageDataModule(L.LightningDataModule):
         cache_dir: str | None = None,
         root: str | None = None,
         skip_corrupt: bool = False,
+        value_range: tuple[float, float] = (-1.0, 1.0),
     ):
         super().__init__()
         self.make_dataset = make_dataset
@@ -78,6 +84,7 @@ class ImageDataModule(L.LightningDataModule):
         self.cache_dir = cache_dir
         self.root = root  # used by make_dataset through the config; kept for the record
         self.skip_corrupt = skip_corrupt
+        self.value_range = tuple(value_range)
         self.datasets: dict[str, Dataset] = {}
 
     def source(self, split: str) -> Dataset:
@@ -134,16 +141,19 @@ class ImageDataModule(L.LightningDataModule):
         return self._loader("val", self.eval_batch_size, shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
-        """In order; under N processes image i goes to process i mod N, none repeated (the evaluation trainer
-        runs with ``use_distributed_sampler=False`` so Lightning does not pad it with repeats)."""
-        sampler = None
-        if self.trainer is not None and self.trainer.world_size > 1:
-            sampler = StridedShardSampler(len(self.dataset("test")), self.trainer.global_rank, self.trainer.world_size)
-        return self._loader("test", self.eval_batch_size, shuffle=False, sampler=sampler)
+        if self.trainer is None:
+            return self.evaluation_dataloader("test")
+        return self.evaluation_dataloader("test", self.trainer.global_rank, self.trainer.world_size)
+
+    def evaluation_dataloader(self, split: str, rank: int = 0, world_size: int = 1) -> DataLoader:
+        """Every image of ``split`` in order; under N processes image i goes to process i mod N, none repeated (the
+        evaluation trainer runs with ``use_distributed_sampler=False`` so Lightning does not pad it with repeats)."""
+        sampler = StridedShardSampler(len(self.dataset(split)), rank, world_size) if world_size > 1 else None
+        return self._loader(split, self.eval_batch_size, shuffle=False, sampler=sampler)
 
     def on_after_batch_transfer(self, batch: Tensor, dataloader_idx: int) -> Tensor:
         if batch.dtype == torch.uint8:
-            batch = to_model_range(batch)
+            batch = to_model_range(batch, self.value_range)
         if self.flip and self.trainer is not None and self.trainer.training:
             batch = random_horizontal_flip(batch)
         return batch

@@ -40,7 +40,8 @@ class ReconstructionGrid(L.Callback):
             return
         originals, reconstructions = self.images
         grid = torchvision.utils.make_grid(
-            to_unit_range(torch.cat([originals, reconstructions]).float()).cpu(), nrow=originals.shape[0]
+            to_unit_range(torch.cat([originals, reconstructions]).float(), pl_module.value_range).cpu(),
+            nrow=originals.shape[0],
         )
         writer.add_image("val/reconstructions", grid, trainer.global_step)
 
@@ -92,8 +93,8 @@ class SaveReconstructions(L.Callback):
         self.seen = 0
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
-        originals = to_uint8(to_unit_range(batch.float())).cpu()
-        reconstructions = to_uint8(to_unit_range(outputs.float())).cpu()
+        originals = to_uint8(to_unit_range(batch.float(), pl_module.value_range)).cpu()
+        reconstructions = to_uint8(to_unit_range(outputs.float(), pl_module.value_range)).cpu()
         for original, reconstruction in zip(originals, reconstructions, strict=True):
             index = trainer.global_rank + trainer.world_size * self.seen
             torchvision.io.write_png(original, str(self.directory / f"{index:06d}_original.png"))

@@ -32,9 +32,11 @@ from vqbench.training.ema import WeightEMA
 RECONSTRUCTION_LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss}
 
 
-def to_unit_range(images: Tensor) -> Tensor:
-    """[-1, 1] model space -> [0, 1] metric space, clamped as the evaluation protocol prescribes."""
-    return images.clamp(-1, 1).add(1).div(2)
+def to_unit_range(images: Tensor, value_range: tuple[float, float] = (-1.0, 1.0)) -> Tensor:
+    """Model space [low, high] (``data.value_range``) -> [0, 1] metric space: clamped to [low, high] as the evaluation
+    protocol prescribes, then (x - low) / (high - low)."""
+    low, high = value_range
+    return images.clamp(low, high).sub(low).div(high - low)
 
 
 @dataclass(frozen=True)
@@ -57,8 +59,14 @@ class OptimizerSettings:
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.0
     grad_clip: float | None = None
-    schedule: str = "constant"  # or linear: linear warmup over warmup_fraction of max_steps, then linear decay to 0
+    # linear: linear warmup over warmup_fraction of max_steps, then linear decay to 0 (stepped every batch);
+    # exponential: lr * gamma^epoch (torch's ExponentialLR, stepped after every training epoch)
+    schedule: str = "constant"
     warmup_fraction: float = 0.0
+    gamma: float = 1.0
+
+
+SCHEDULES = ("constant", "linear", "exponential")
 
 
 def lr_factor(step: int, total_steps: int, settings: OptimizerSettings) -> float:
@@ -86,6 +94,7 @@ class TokenizerModule(L.LightningModule):
         ema_decay: float | None = None,
         config_yaml: str | None = None,
         usage_window: int | None = None,
+        value_range: tuple[float, float] = (-1.0, 1.0),
     ):
         super().__init__()
         self.automatic_optimization = False
@@ -101,6 +110,7 @@ class TokenizerModule(L.LightningModule):
         self.ema = WeightEMA(tokenizer, ema_decay) if ema_decay else None
         self.config_yaml = config_yaml
         self.usage_window = usage_window
+        self.value_range = tuple(value_range)
         self.metrics = nn.ModuleDict({stage: self._make_metrics() for stage in ("val", "test")})
         # LeCam's EMAs of the mean real and fake logits
         self.register_buffer("lecam_real", torch.zeros(()))
@@ -189,7 +199,7 @@ class TokenizerModule(L.LightningModule):
         if d_opt is not None:
             self.untoggle_optimizer(g_opt)
         scheduler = self.lr_schedulers()
-        if scheduler is not None:
+        if scheduler is not None and self.optimizer_settings.schedule == "linear":
             scheduler.step()
         if self.ema is not None:
             self.ema.update(self.tokenizer)
@@ -226,16 +236,25 @@ class TokenizerModule(L.LightningModule):
             )
         if s.schedule == "constant":
             return optimizers
+        if s.schedule == "exponential":
+            scheduler = torch.optim.lr_scheduler.ExponentialLR(g_opt, gamma=s.gamma)
+            return optimizers, [{"scheduler": scheduler, "interval": "epoch"}]
         total = self.trainer.max_steps if self.trainer.max_steps > 0 else int(self.trainer.estimated_stepping_batches)
         scheduler = torch.optim.lr_scheduler.LambdaLR(g_opt, lambda step: lr_factor(step, total, s))
         return optimizers, [scheduler]
+
+    def on_train_epoch_end(self) -> None:
+        scheduler = self.lr_schedulers()
+        if scheduler is not None and self.optimizer_settings.schedule == "exponential":
+            scheduler.step()
 
     # --- evaluation ----------------------------------------------------------------------------------------------
 
     def _evaluation_step(self, stage: str, images: Tensor) -> Tensor:
         reconstruction, quantized = self.tokenizer(images)
         metrics = self.metrics[stage]
-        preds, target = to_unit_range(reconstruction.float()), to_unit_range(images.float())
+        preds = to_unit_range(reconstruction.float(), self.value_range)
+        target = to_unit_range(images.float(), self.value_range)
         for name, metric in metrics.items():
             if name in ("codebook", "distinct_tokens"):
                 metric.update(quantized.indices)
