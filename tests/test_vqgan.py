@@ -310,6 +310,18 @@ def test_manual_optimization_clips_generator_gradients(tmp_path, monkeypatch):
 
 # --- configs -------------------------------------------------------------------------------------------------------
 
+#: Shared by the LL-VQ-VAE recipes (AGKhalil/ll-vq-vae configs/config.yaml, configs/quantizer/*.yaml).
+LLVQ = {
+    "optimizer.lr": 1e-3,
+    "optimizer.schedule": "exponential",
+    "optimizer.gamma": 0.0,
+    "trainer.max_epochs": 5,
+    "codebook.size": 512,
+    "codebook.dim": 64,
+    "codebook.ema_update_rule": "pytorch_vq_vae",
+    "metrics.effective_size_splits": ["train", "val"],
+}
+
 EXPERIMENTS = {
     "celeba64_vqvae": {
         "data.batch_size": 256,
@@ -350,27 +362,29 @@ EXPERIMENTS = {
         "loss.adversarial.start_step": 20_000,
     },
     "llvq_ffhq1024": {
+        **LLVQ,
         "data.batch_size": 32,
-        "optimizer.lr": 1e-3,
-        "trainer.max_epochs": 5,
         "model.hidden_channels": [16, 32],
         "data.resolution": 1024,
-        "codebook.dim": 64,
+        "data.value_range": [0, 1],
+        "data.flip": True,
     },
     "llvq_celeba": {
+        **LLVQ,
         "data.batch_size": 64,
-        "optimizer.lr": 1e-3,
-        "trainer.max_epochs": 5,
         "model.hidden_channels": [64],
         "data.make_dataset.crop": "llvq",
         "data.resolution": 148,
+        "data.value_range": [0, 1],
+        "data.flip": True,
     },
     "llvq_fashion_mnist": {
+        **LLVQ,
         "data.batch_size": 64,
-        "optimizer.lr": 1e-3,
-        "trainer.max_epochs": 5,
         "model.hidden_channels": [64],
         "data.channels": 1,
+        "data.value_range": [-0.5, 0.5],
+        "data.flip": False,
     },
     "imagenet128_fsq": {
         "data.batch_size": 256,
