@@ -18,7 +18,9 @@ from torch import nn
 from tests.conftest import TINY, run_cli
 from tests.test_config import compose_cfg
 from tests.test_metrics import _distortions, _real_photos
-from vqbench.cli import evaluation_config
+from vqbench.build import build_datamodule
+from vqbench.cli import evaluation_config, load_tokenizer
+from vqbench.data.fixtures import write_fashion_mnist
 from vqbench.data.module import ImageDataModule
 from vqbench.data.sampler import StridedShardSampler
 from vqbench.errors import ConfigError
@@ -289,6 +291,27 @@ def test_evaluation_writes_every_metric_its_protocol_and_png_pairs(tmp_path, ran
     pairs = sorted((out / "reconstructions").glob("*.png"))
     assert len(pairs) == 14 and pairs[0].name == "000000_original.png"
     assert "RANDOMLY INITIALISED" in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_llvq_recipe_counts_the_effective_size_over_train_and_val(tmp_path):
+    """LL-VQ-VAE's protocol end to end: after training, the size is counted over train + val (24 training-file
+    images of 14 x 14 tokens), recorded in metrics.json, and equals a count by hand on the saved weights."""
+    root = write_fashion_mnist(tmp_path / "fm")
+    out = tmp_path / "run"
+    overrides = ["model.hidden_channels=[8]", "codebook.dim=8", "trainer.max_steps=2", "data.batch_size=4"]
+    overrides += ["trainer.enable_progress_bar=false", "metrics.lpips=false", "metrics.rfid=false"]
+    run_cli("+experiment=llvq_fashion_mnist", f"data.root={root}", *overrides, "evaluate_after_training=true",
+            f"hydra.run.dir={out}", cwd=tmp_path)  # fmt: skip
+    record = json.loads((out / "metrics.json").read_text())
+    assert "train + val split(s)" in record["protocol"]["effective_codebook_size"]
+    assert record["metrics"]["test/quantized_vectors"] == 24 * 14 * 14
+    tokenizer, cfg = load_tokenizer(str(out / "checkpoints" / "last.ckpt"))
+    data = build_datamodule(cfg)
+    images = torch.stack([item for split in ("train", "val") for item in data.dataset(split)])
+    with torch.no_grad():
+        tokens = tokenizer.encode(data.on_after_batch_transfer(images, 0)).indices.reshape(-1, 8)
+    assert record["metrics"]["test/effective_codebook_size"] == torch.unique(tokens, dim=0).shape[0]
 
 
 @pytest.mark.slow

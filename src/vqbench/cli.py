@@ -273,7 +273,7 @@ def evaluate_checkpoint(
         "images": len(datamodule.dataset("test")),
         "processes": trainer.world_size,
         "weights": "weight EMA" if eval_cfg.metrics.get("use_ema", False) else "trained weights",
-        "data_range": "reconstructions clamped to [-1, 1], mapped to [0, 1]",
+        "data_range": f"reconstructions clamped to the input range {list(module.value_range)}, mapped to [0, 1]",
         "psnr": "per image on [0, 1], then the mean (skimage.metrics.peak_signal_noise_ratio)",
         "ssim": "per image, 7x7 uniform window, K1 0.01, K2 0.03, sample covariance, then the mean "
         "(skimage.metrics.structural_similarity defaults)",
