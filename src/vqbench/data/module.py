@@ -52,9 +52,8 @@ class ImageDataModule(L.LightningDataModule):
 
     ``value_range``: the model's input range, [low, high] (uint8 0 maps to low, 255 to high); evaluation maps
     reconstructions back from it. ``flip``: random horizontal flips of training batches. ``cache``: decode and
-    preprocess each file-based split
-    once into a memory-mapped uint8 array (see ``vqbench.data.cache``) under ``cache_dir`` (default: a
-    ``.vqbench_cache`` folder in the dataset's root).
+    preprocess each file-based split once into a memory-mapped uint8 array (see ``vqbench.data.cache``) under
+    ``cache_dir`` (default: a ``.vqbench_cache`` folder in the dataset's root).
     """
 
     def __init__(
