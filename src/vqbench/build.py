@@ -19,6 +19,7 @@ from vqbench.models.discriminator import PatchDiscriminator
 from vqbench.models.tokenizer import Tokenizer
 from vqbench.quantizers.base import Quantizer
 from vqbench.training.module import SCHEDULES, AdversarialSettings, OptimizerSettings, TokenizerModule
+from vqbench.training.token_count import TokenCount
 
 log = logging.getLogger("vqbench")
 
@@ -146,6 +147,17 @@ def build_training_module(cfg: DictConfig, for_training: bool = True) -> Tokeniz
         usage_window=cfg.metrics.get("usage_window"),
         value_range=tuple(cfg.data.get("value_range", (-1.0, 1.0))),
     )
+
+
+def effective_size_splits(cfg: DictConfig) -> list[str]:
+    """The splits whose tokens the effective codebook size counts (``metrics.effective_size_splits``)."""
+    return list(cfg.metrics.get("effective_size_splits") or ["test"])
+
+
+def build_token_count(cfg: DictConfig, tokenizer: Tokenizer, datamodule) -> TokenCount:
+    """The pass that counts the effective codebook size over ``metrics.effective_size_splits``, flipping images at
+    random when the data flips them (``data.flip``), as LL-VQ-VAE's loaders do in every split."""
+    return TokenCount(tokenizer, datamodule, effective_size_splits(cfg), flip=bool(cfg.data.get("flip", False)))
 
 
 #: AlexNet's stride-4 stem and two max-pools leave no pixels for its later layers below 31x31.

@@ -15,7 +15,14 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from vqbench.build import build_datamodule, build_evaluation_metrics, build_training_module, check_config
+from vqbench.build import (
+    build_datamodule,
+    build_evaluation_metrics,
+    build_token_count,
+    build_training_module,
+    check_config,
+    effective_size_splits,
+)
 from vqbench.errors import CheckpointError, ConfigError, VqbenchError
 from vqbench.metrics.aggregate import MAX_DISTINCT_TOKENS
 from vqbench.results import METRICS_FILE, format_table, read_metrics, write_metrics
@@ -26,7 +33,6 @@ from vqbench.training.callbacks import (
     StopOnNonFiniteLoss,
 )
 from vqbench.training.module import TokenizerModule
-from vqbench.training.token_count import TokenCount
 
 log = logging.getLogger("vqbench")
 
@@ -232,7 +238,7 @@ def evaluate_checkpoint(
     module = build_training_module(eval_cfg, for_training=False)
     load_tokenizer_weights(module, payload, ckpt, use_ema=bool(eval_cfg.metrics.get("use_ema", False)))
     datamodule = build_datamodule(eval_cfg)
-    size_splits = list(eval_cfg.metrics.get("effective_size_splits") or ["test"])
+    size_splits = effective_size_splits(eval_cfg)
     datamodule.check(tuple(dict.fromkeys(["test", *size_splits])))
     first_image = next(image for image in datamodule.dataset("test") if image is not None)
     extra, unavailable = build_evaluation_metrics(eval_cfg, tuple(first_image.shape[-2:]))
@@ -256,11 +262,12 @@ def evaluate_checkpoint(
     metrics = _plain(trainer.test(module, datamodule=datamodule, verbose=False)[0])
     window = eval_cfg.metrics.get("usage_window")
     tokens = f"a FIFO queue of the last {window} tokens" if window else "every token of the split"
-    flip = bool(eval_cfg.data.get("flip", False)) and size_splits != ["test"]
+    flip = False
     if size_splits != ["test"]:
         metrics.pop("test/effective_codebook_size", None)
-        counter = TokenCount(module.tokenizer, datamodule, size_splits, flip=flip)
+        counter = build_token_count(eval_cfg, module.tokenizer, datamodule)
         metrics |= _plain(_trainer(**trainer_settings).test(counter, verbose=False)[0])
+        flip = counter.flip
     counted = " + ".join(size_splits)
     if "test/effective_codebook_size" not in metrics:
         unavailable["effective_codebook_size"] = (
