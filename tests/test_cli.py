@@ -32,7 +32,7 @@ def test_training_writes_checkpoint_tensorboard_and_metrics(trained_run):
     usage = record["metrics"]["val/codebook_usage"]
     assert record["metrics"]["val/effective_codebook_size"] == pytest.approx(usage * 512)
     assert 0 < record["metrics"]["val/psnr"] < 60
-    assert record["config"]["codebook"] == {"size": 512, "dim": 64, "l2_norm": False}
+    assert record["config"]["codebook"] == {"size": 512, "dim": 64, "l2_norm": False, "ema_update_rule": "standard"}
 
     checkpoint = torch.load(trained_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert checkpoint["global_step"] == 3

@@ -71,6 +71,12 @@ def test_entropy_weight_switches_the_entropy_term_on():
         ("data.batch_size=0", "data.batch_size"),
         ("quantizer.commitment_weight=abc", "quantizer.commitment_weight must be a number"),
         ("loss.reconstruction=huber", "loss.reconstruction must be one of mse, l1"),
+        (
+            "optimizer.schedule=cosine",
+            "optimizer.schedule must be one of constant, linear, annealing_linear, exponential",
+        ),
+        ("optimizer.gamma=-0.5", "optimizer.gamma .* must be a number >= 0"),
+        ("metrics.effective_size_splits=[train,holdout]", "metrics.effective_size_splits must be a list of train"),
     ],
 )
 def test_bad_values_are_reported_with_the_key(override, message):

@@ -211,6 +211,16 @@ def test_batches_become_floats_in_unit_range_and_only_training_batches_flip():
     assert torch.equal(module.on_after_batch_transfer(images, 0), to_model_range(images))  # no trainer: no flip
 
 
+def test_pixel_space_is_torchvision_to_tensor_then_normalize_exactly():
+    levels = torch.arange(256, dtype=torch.uint8).reshape(1, 1, 16, 16)
+    to_tensor = TF.to_tensor(Image.fromarray(levels[0, 0].numpy()))[None]
+    assert torch.equal(to_model_range(levels, 0.0, 1.0), to_tensor)  # LL-VQ-VAE's CelebA and FFHQ
+    assert torch.equal(to_model_range(levels, 0.5, 1.0), TF.normalize(to_tensor, [0.5], [1.0]))  # FashionMNIST
+    assert torch.equal(to_model_range(levels), TF.normalize(to_tensor, [0.5], [0.5]))  # the default [-1, 1]
+    module = ImageDataModule(lambda split: None, pixel_mean=0.0, pixel_std=1.0)
+    assert torch.equal(module.on_after_batch_transfer(levels, 0), to_tensor)
+
+
 def test_cache_gives_the_same_pixels_and_is_reused(celeba, tmp_path):
     plain = _module(celeba)
     cached = _module(celeba, cache=True, cache_dir=str(tmp_path))

@@ -12,11 +12,23 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torchvision
+from lightning import Trainer
+from torch import nn
 
 from tests.conftest import TINY, run_cli
+from tests.test_config import compose_cfg
 from tests.test_metrics import _distortions, _real_photos
+from vqbench import load_tokenizer
+from vqbench.build import build_datamodule
+from vqbench.cli import evaluation_config
+from vqbench.data.fixtures import write_fashion_mnist
+from vqbench.data.module import ImageDataModule
 from vqbench.data.sampler import StridedShardSampler
-from vqbench.metrics import CodebookUsage, MeanPerImage, l1, psnr, to_uint8
+from vqbench.errors import ConfigError
+from vqbench.metrics import CodebookUsage, DistinctTokens, MeanPerImage, l1, psnr, to_uint8
+from vqbench.models import Tokenizer
+from vqbench.quantizers import LatticeQuantizer
+from vqbench.training.token_count import TokenCount
 
 
 @pytest.fixture(scope="session")
@@ -142,6 +154,57 @@ def test_usage_window_is_a_fifo_of_the_last_tokens():
     assert float(short.compute()["codebook_usage"]) == 2 / 16
 
 
+def _flip_sensitive_tokenizer() -> Tokenizer:
+    """A 1x2 convolution, so that a horizontally flipped image gets other tokens, into a fine lattice."""
+    torch.manual_seed(0)
+    quantizer = LatticeQuantizer(4, init_bound=1.0)
+    with torch.no_grad():
+        quantizer.basis.fill_(0.05)
+    return Tokenizer(
+        nn.Conv2d(3, 4, (1, 2)), quantizer, nn.Conv2d(4, 3, 1), pre_quant_conv=False, post_quant_conv=False
+    ).eval()
+
+
+def _count(tokenizer: Tokenizer, images: torch.Tensor, flip: bool) -> dict[str, float]:
+    data = ImageDataModule(
+        {"train": images[:3], "val": images[3:]}.get, eval_batch_size=4, pixel_mean=0.0, pixel_std=1.0
+    )
+    counter = TokenCount(tokenizer, data, ["train", "val"], flip=flip)
+    trainer = Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    return trainer.test(counter, verbose=False)[0]
+
+
+def test_token_count_covers_every_split_and_flips_like_the_llvq_loaders():
+    tokenizer = _flip_sensitive_tokenizer()
+    photo = (_real_photos()[1:2, :, :8, :8] * 255).round().to(torch.uint8)  # coins: textured
+    images = photo.repeat(16, 1, 1, 1)
+    with torch.no_grad():
+        upright = tokenizer.encode(photo.float() / 255).indices.reshape(-1, 4)
+        mirrored = tokenizer.encode(photo.flip(-1).float() / 255).indices.reshape(-1, 4)
+    plain, flipped = _count(tokenizer, images, flip=False), _count(tokenizer, images, flip=True)
+    assert plain["test/quantized_vectors"] == flipped["test/quantized_vectors"] == 16 * 8 * 7
+    assert plain["test/effective_codebook_size"] == torch.unique(upright, dim=0).shape[0]
+    both = torch.unique(torch.cat([upright, mirrored]), dim=0).shape[0]
+    assert flipped["test/effective_codebook_size"] == both > plain["test/effective_codebook_size"]
+
+
+def test_token_count_leaves_out_a_size_past_the_distinct_token_limit():
+    counter = TokenCount(_flip_sensitive_tokenizer(), ImageDataModule(lambda split: None), ["train"])
+    counter.distinct = DistinctTokens(limit=3)
+    counter.data.make_dataset = {"train": torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)}.get
+    trainer = Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    assert set(trainer.test(counter, verbose=False)[0]) == {"test/quantized_vectors"}
+
+
+def test_evaluation_keeps_the_trained_pixel_space():
+    trained = compose_cfg(["+experiment=llvq_celeba"])
+    cfg = compose_cfg(["data=celeba", "data.root=/data/celeba", "+eval=true", "ckpt=last.ckpt"])
+    merged = evaluation_config(trained, cfg, ["data=celeba", "data.root=/data/celeba", "+eval=true", "ckpt=last.ckpt"])
+    assert (merged.data.pixel_mean, merged.data.pixel_std) == (0.0, 1.0) and merged.data.root == "/data/celeba"
+    with pytest.raises(ConfigError, match="data.pixel_mean is fixed by the checkpoint"):
+        evaluation_config(trained, cfg, ["data.pixel_mean=0.5"])
+
+
 def test_strided_shards_cover_every_image_once():
     shards = [list(StridedShardSampler(7, rank, 3)) for rank in range(3)]
     assert shards == [[0, 3, 6], [1, 4], [2, 5]]
@@ -233,6 +296,26 @@ def test_evaluation_writes_every_metric_its_protocol_and_png_pairs(tmp_path, ran
     pairs = sorted((out / "reconstructions").glob("*.png"))
     assert len(pairs) == 14 and pairs[0].name == "000000_original.png"
     assert "RANDOMLY INITIALISED" in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_llvq_recipe_counts_the_effective_size_over_train_and_val(tmp_path):
+    """LL-VQ-VAE's protocol end to end: after training, the size is counted over train + val (24 training-file
+    images of 14 x 14 tokens), recorded in metrics.json, and equals a count by hand on the saved weights."""
+    root = write_fashion_mnist(tmp_path / "fm")
+    out = tmp_path / "run"
+    overrides = ["model.hidden_channels=[8]", "codebook.dim=8", "trainer.max_steps=2", "data.batch_size=4"]
+    overrides += ["trainer.enable_progress_bar=false", "metrics.lpips=false", "metrics.rfid=false"]
+    run_cli("+experiment=llvq_fashion_mnist", f"data.root={root}", *overrides, "evaluate_after_training=true",
+            f"hydra.run.dir={out}", cwd=tmp_path)  # fmt: skip
+    record = json.loads((out / "metrics.json").read_text())
+    assert "train + val split(s)" in record["protocol"]["effective_codebook_size"]
+    assert record["metrics"]["test/quantized_vectors"] == 24 * 14 * 14
+    tok = load_tokenizer(str(out / "checkpoints" / "last.ckpt"))
+    data = build_datamodule(tok.config)
+    images = torch.stack([item for split in ("train", "val") for item in data.dataset(split)])
+    tokens = tok.encode(tok.from_uint8(images)).reshape(-1, 8)
+    assert record["metrics"]["test/effective_codebook_size"] == torch.unique(tokens, dim=0).shape[0]
 
 
 @pytest.mark.slow

@@ -4,7 +4,7 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from vqbench.data.sample import load_photo
-from vqbench.metrics import CodebookUsage, MeanPerImage, psnr, ssim
+from vqbench.metrics import CodebookUsage, DistinctTokens, MeanPerImage, psnr, ssim
 
 
 def _real_photos() -> torch.Tensor:
@@ -87,6 +87,18 @@ def test_codebook_usage_and_perplexity_closed_forms():
     skewed.update(torch.tensor([0, 0, 0, 1]))
     p = np.array([0.75, 0.25])
     assert float(skewed.compute()["perplexity"]) == pytest.approx(np.exp(-(p * np.log(p)).sum()))
+
+
+def test_distinct_tokens_counts_vectors_and_stops_past_its_limit():
+    metric = DistinctTokens(limit=4)
+    metric.update(torch.tensor([[[[0, 1], [0, 1]], [[2, 0], [0, 1]]]]))  # 1 x 2 x 2 tokens of 2 integers
+    metric.update(torch.tensor([[[[2, 0], [5, 5]]]]))
+    assert float(metric.compute()["effective_codebook_size"]) == 3
+    metric.update(torch.tensor([[[[7, 7], [8, 8]]]]))
+    assert "effective_codebook_size" not in metric.compute()  # 5 distinct vectors > limit 4: not counted
+    metric.reset()
+    metric.update(torch.tensor([[[[1, 1]]]]))
+    assert float(metric.compute()["effective_codebook_size"]) == 1
 
 
 def test_metrics_of_bf16_inputs_keep_full_precision():

@@ -169,6 +169,36 @@ def test_ema_laplace_smoothing_variant_matches_hand_computation():
     torch.testing.assert_close(q.codebook, s / smoothed[:, None])
 
 
+def test_ema_pytorch_vq_vae_rule_matches_hand_computation():
+    """zalandoresearch/pytorch-vq-vae's rule (AGKhalil/ll-vq-vae): counts start at 0, the smoothed counts are kept,
+    and z is quantized with the codes from before the update."""
+    torch.manual_seed(0)
+    q = EMAVectorQuantizer(4, 2, decay=0.9, update_rule="pytorch_vq_vae")  # its own eps, 1e-5
+    assert torch.equal(q.ema_counts, torch.zeros(4)) and not torch.equal(q.ema_sums, q.codebook)
+    codebook = torch.tensor([[0.0, 0.0], [1.0, 1.0], [-1.0, 2.0], [5.0, 5.0]])
+    stats = torch.tensor([[0.5, 0.5], [0.2, -0.1], [1.0, 1.0], [3.0, -2.0]])
+    q.codebook.copy_(codebook)
+    q.ema_sums.copy_(stats)
+    rows = torch.tensor([[0.1, 0.0], [0.9, 1.2], [1.1, 0.8], [-0.9, 2.1], [0.0, -0.2]])
+    out = q.train()(rows.t().reshape(1, 2, 5, 1))
+    counts = torch.tensor([2.0, 2.0, 1.0, 0.0])
+    sums = torch.stack([rows[[0, 4]].sum(0), rows[[1, 2]].sum(0), rows[3], torch.zeros(2)])
+    n = 0.1 * counts
+    smoothed = (n + 1e-5) / (n.sum() + 4e-5) * n.sum()
+    torch.testing.assert_close(q.ema_counts, smoothed)
+    torch.testing.assert_close(q.codebook, (0.9 * stats + 0.1 * sums) / smoothed[:, None])
+    assert q.codebook[3].abs().max() > 1e4  # unused in the first batch: pushed far from every z
+    before = codebook[torch.tensor([0, 1, 1, 2, 0])]
+    torch.testing.assert_close(out.codes.reshape(2, 5).t(), before)  # the codes before this batch's update
+
+
+def test_ema_rejects_an_unknown_update_rule():
+    with pytest.raises(ValueError, match="quantizer.update_rule must be one of"):
+        EMAVectorQuantizer(4, 2, update_rule="sonnet")
+    with pytest.raises(ValueError, match="pytorch_vq_vae fixes its own smoothing"):
+        EMAVectorQuantizer(4, 2, epsilon=1e-5, update_rule="pytorch_vq_vae")
+
+
 def test_ema_does_not_update_in_eval_mode():
     q = make("ema").eval()
     before = q.codebook.clone()

@@ -86,6 +86,7 @@ TINY_SWEEP = [
     "data.resolution=16",
     "data.batch_size=2",
     "data.eval_batch_size=8",
+    "data.make_dataset.train_length=16",  # the llvq sweep counts tokens over train + val
     "data.make_dataset.val_length=8",
     "data.make_dataset.test_length=8",
     "trainer.max_steps=2",

@@ -8,7 +8,7 @@ import re
 
 import pytest
 import torch
-from lightning import Trainer
+from lightning import Callback, Trainer
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -111,18 +111,45 @@ def test_patch_discriminator_count_and_init():
 
 @pytest.mark.parametrize("hidden", [(16, 32), (64,)])
 def test_lattice_cnn_layers_and_count(hidden):
-    encoder, decoder = LatticeCNNEncoder(3, hidden), LatticeCNNDecoder(3, hidden)
+    d = 64
+    encoder, decoder = LatticeCNNEncoder(3, hidden, d), LatticeCNNDecoder(3, hidden, d)
     h = hidden[-1]
     widths = [3, *hidden]
+    residual = conv(h, h, 3, False) + conv(h, h, 1, False)
     expected_enc = sum(conv(a, b, 4) for a, b in zip(widths, widths[1:], strict=False)) + conv(h, h, 3)
-    expected_enc += 2 * (conv(h, h, 3, False) + conv(h, h, 1, False))
-    expected_dec = conv(h, h, 3) + 2 * (conv(h, h, 3, False) + conv(h, h, 1, False))
+    expected_enc += 2 * residual + conv(h, d, 1)
+    expected_dec = conv(d, h, 3) + 2 * residual
     back = [*reversed(hidden), 3]
     expected_dec += sum(conv(a, b, 4) for a, b in zip(back, back[1:], strict=False))  # ConvT has the same count
     assert (count(encoder), count(decoder)) == (expected_enc, expected_dec)
+    # both end in a LeakyReLU, after the 1x1 conv to d and after the last ConvT (ll-vq-vae's model.py)
+    assert isinstance(encoder[-1], nn.LeakyReLU) and isinstance(encoder[-2], nn.Conv2d)
+    assert isinstance(decoder[-1], nn.LeakyReLU) and isinstance(decoder[-2], nn.ConvTranspose2d)
     x = torch.randn(1, 3, 64, 64)
-    assert encoder(x).shape[-1] == 64 // 2 ** len(hidden)
+    assert encoder(x).shape == (1, d, 64 // 2 ** len(hidden), 64 // 2 ** len(hidden))
     assert decoder(encoder(x)).shape == x.shape
+
+
+def test_lattice_cnn_residual_layer_has_no_activation_before_its_first_conv():
+    torch.manual_seed(0)
+    layer = LatticeCNNEncoder(3, (4,), 4)[4]
+    first, second = layer.body[0], layer.body[2]
+    x = torch.randn(2, 4, 5, 5)  # negative inputs: relu(x) before the first conv would change the result
+    expected = x + second(torch.relu(first(x)))
+    torch.testing.assert_close(layer(x), expected)
+
+
+def test_lattice_cnn_tokenizer_has_no_projections_around_the_quantizer():
+    cfg = compose_cfg(["model=lattice_cnn", "quantizer=lattice", "codebook.dim=16", "model.hidden_channels=[8]"])
+    tokenizer, _ = build_tokenizer(cfg)
+    assert isinstance(tokenizer.pre_quant, nn.Identity) and isinstance(tokenizer.post_quant, nn.Identity)
+    assert count(tokenizer) == count(tokenizer.encoder) + count(tokenizer.decoder) + 16  # + the lattice basis
+    with pytest.raises(ValueError, match="without a pre-quant conv"):
+        Tokenizer(LatticeCNNEncoder(3, (8,), 16), VectorQuantizer(32, 8), LatticeCNNDecoder(3, (8,), 16), False, False)
+    with pytest.raises(ValueError, match="without a post-quant conv"):
+        Tokenizer(LatticeCNNEncoder(3, (8,), 8), VectorQuantizer(32, 8), LatticeCNNDecoder(3, (8,), 16), False, False)
+    projected = Tokenizer(LatticeCNNEncoder(3, (8,), 16), VectorQuantizer(32, 8), LatticeCNNDecoder(3, (8,), 16))
+    assert isinstance(projected.pre_quant, nn.Conv2d)
 
 
 def test_fsq_cnn_gives_16x16_tokens_at_128():
@@ -184,6 +211,32 @@ def test_lr_schedule_warmup_then_linear_decay():
     factors = [lr_factor(step, 1000, settings) for step in (0, 9, 10, 505, 999)]
     assert factors == [0.1, 1.0, 1.0, pytest.approx(0.5), pytest.approx(1 / 990)]
     assert lr_factor(5, 1000, OptimizerSettings()) == 1.0
+
+
+def test_exponential_schedule_steps_once_per_epoch(tmp_path):
+    torch.manual_seed(0)
+    tokenizer = Tokenizer(SimpleCNNEncoder(3, 8, 16), VectorQuantizer(32, 8), SimpleCNNDecoder(3, 8, 16))
+    settings = OptimizerSettings(lr=1e-3, schedule="exponential", gamma=0.5)
+    module = TokenizerModule(tokenizer, {"codebook": 1.0, "commitment": 0.25}, optimizer=settings)
+    lrs = []
+
+    class RecordLr(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    loader = DataLoader(torch.rand(4, 3, 16, 16) * 2 - 1, batch_size=2)
+    trainer = Trainer(
+        max_epochs=3,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        limit_val_batches=0,
+        callbacks=[RecordLr()],
+    )
+    trainer.fit(module, loader)
+    assert lrs == pytest.approx([1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4, 2.5e-4])
 
 
 def test_weight_ema_update_formula():
@@ -294,6 +347,18 @@ def test_manual_optimization_clips_generator_gradients(tmp_path, monkeypatch):
 
 # --- configs -------------------------------------------------------------------------------------------------------
 
+#: Shared by the LL-VQ-VAE recipes (AGKhalil/ll-vq-vae configs/config.yaml, configs/quantizer/*.yaml).
+LLVQ = {
+    "optimizer.lr": 1e-3,
+    "optimizer.schedule": "exponential",
+    "optimizer.gamma": 0.0,
+    "trainer.max_epochs": 5,
+    "codebook.size": 512,
+    "codebook.dim": 64,
+    "codebook.ema_update_rule": "pytorch_vq_vae",
+    "metrics.effective_size_splits": ["train", "val"],
+}
+
 EXPERIMENTS = {
     "celeba64_vqvae": {
         "data.batch_size": 256,
@@ -341,27 +406,32 @@ EXPERIMENTS = {
         "quantizer.l2_norm_mode": "seed",
     },
     "llvq_ffhq1024": {
+        **LLVQ,
         "data.batch_size": 32,
-        "optimizer.lr": 1e-3,
-        "trainer.max_epochs": 5,
         "model.hidden_channels": [16, 32],
         "data.resolution": 1024,
-        "codebook.dim": 64,
+        "data.pixel_mean": 0.0,
+        "data.pixel_std": 1.0,
+        "data.flip": True,
     },
     "llvq_celeba": {
+        **LLVQ,
         "data.batch_size": 64,
-        "optimizer.lr": 1e-3,
-        "trainer.max_epochs": 5,
         "model.hidden_channels": [64],
         "data.make_dataset.crop": "llvq",
         "data.resolution": 148,
+        "data.pixel_mean": 0.0,
+        "data.pixel_std": 1.0,
+        "data.flip": True,
     },
     "llvq_fashion_mnist": {
+        **LLVQ,
         "data.batch_size": 64,
-        "optimizer.lr": 1e-3,
-        "trainer.max_epochs": 5,
         "model.hidden_channels": [64],
         "data.channels": 1,
+        "data.pixel_mean": 0.5,
+        "data.pixel_std": 1.0,
+        "data.flip": False,
     },
     "imagenet128_fsq": {
         "data.batch_size": 256,

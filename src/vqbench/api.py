@@ -3,12 +3,14 @@
     from vqbench import load_tokenizer
 
     tok = load_tokenizer("outputs/DATE/TIME/checkpoints/last.ckpt", device="cuda")
-    x = tok.preprocess(images)          # PIL images, uint8 tensors or [0, 1] float tensors -> B x C x S x S in [-1, 1]
+    x = tok.preprocess(images)          # PIL images, uint8 tensors or [0, 1] float tensors -> B x C x S x S
     ids = tok.encode(x)                 # B x h x w token ids, h x w = tok.token_grid, values < tok.codebook_size
-    y = tok.decode(ids)                 # B x C x S x S in [-1, 1]; tok.to_uint8(y) for 0..255 pixels
+    y = tok.decode(ids)                 # B x C x S x S; tok.to_uint8(y) for 0..255 pixels
 
-``preprocess`` is the evaluation preprocessing of the checkpoint's data config (the same crop and resize as
-``+eval=true``), and ``decode(encode(x))`` is the reconstruction the evaluation scores, clamped to [-1, 1] as it is.
+Images live in the checkpoint's pixel space, (x - data.pixel_mean) / data.pixel_std with x in [0, 1]: [-1, 1] for
+every recipe but the ImageNet-128 FSQ (ImageNet mean/std) and LL-VQ-VAE ones. ``preprocess`` is the evaluation
+preprocessing of the checkpoint's data config (the same crop and resize as ``+eval=true``), and ``decode(encode(x))``
+is the reconstruction the evaluation scores, clamped to the image range as it is.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from torch import Tensor
 
 from vqbench.data.evaluation_transform import evaluation_transform
 from vqbench.data.images import to_uint8_tensor
-from vqbench.data.module import to_model_range
+from vqbench.data.module import pixel_tensor, to_model_range
 from vqbench.errors import VqbenchError
 from vqbench.models.tokenizer import Tokenizer
 
@@ -62,7 +64,7 @@ class ImageTokenizer:
         return int(h), int(w)
 
     def preprocess(self, images: ImageInput) -> Tensor:
-        """One image or a batch -> B x C x S x S floats in [-1, 1] on the tokenizer's device.
+        """One image or a batch -> B x C x S x S floats in the pixel space on the tokenizer's device.
 
         Accepts PIL images, uint8 tensors (C x H x W or B x C x H x W, values 0..255) and float tensors with values
         in [0, 1], or a list of any of them; each image goes through the evaluation crop and resize of the
@@ -74,7 +76,7 @@ class ImageTokenizer:
             batch = torch.stack([to_uint8_tensor(transform(image)) for image in pils])
         except ValueError as error:
             raise VqbenchError(f"cannot preprocess an image for this tokenizer: {error}") from None
-        return to_model_range(batch.to(self.device))
+        return self.from_uint8(batch.to(self.device))
 
     def _to_pil(self, image: Image.Image | Tensor) -> Image.Image:
         if isinstance(image, Image.Image):
@@ -95,26 +97,44 @@ class ImageTokenizer:
     def _check_batch(self, images: Tensor) -> None:
         if images.dim() != 4 or images.shape[1] != self.channels:
             raise VqbenchError(
-                f"expected B x {self.channels} x H x W images in [-1, 1] (tok.preprocess makes them), "
+                f"expected B x {self.channels} x H x W images in the pixel space (tok.preprocess makes them), "
                 f"got {tuple(images.shape)}"
             )
 
     @torch.no_grad()
     def encode(self, images: Tensor) -> Tensor:
-        """B x C x H x W images in [-1, 1] -> integer token ids, B x h x w (B x h x w x R for residual VQ,
+        """B x C x H x W images in the pixel space -> integer token ids, B x h x w (B x h x w x R for residual VQ,
         B x h x w x d' integer vectors for the lattice)."""
         self._check_batch(images)
         return self.tokenizer.encode(images.to(self.device)).indices
 
     @torch.no_grad()
     def decode(self, indices: Tensor) -> Tensor:
-        """Token ids from ``encode`` -> images in [-1, 1], clamped as the evaluation clamps reconstructions."""
-        return self.tokenizer.decode_indices(indices.to(self.device)).clamp(-1, 1)
+        """Token ids from ``encode`` -> images in the pixel space, clamped to the image range [0, 1] there as the
+        evaluation clamps reconstructions."""
+        images = self.tokenizer.decode_indices(indices.to(self.device))
+        mean, std = self._pixel_statistics(images)
+        low, high = (0 - mean) / std, (1 - mean) / std  # [0, 1] in the pixel space: [-1, 1] by default
+        return torch.clamp(images, min=low.expand_as(images), max=high.expand_as(images))
 
-    @staticmethod
-    def to_uint8(images: Tensor) -> Tensor:
-        """[-1, 1] images -> uint8 0..255 pixels (rounded), e.g. to save them as PNG."""
-        return images.clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)
+    def from_uint8(self, pixels: Tensor) -> Tensor:
+        """uint8 0..255 pixels (B x C x S x S, already cropped) -> the pixel space, as the data module maps them."""
+        data = self.config.data
+        return to_model_range(pixels, _plain(data.get("pixel_mean", 0.5)), _plain(data.get("pixel_std", 0.5)))
+
+    def to_uint8(self, images: Tensor) -> Tensor:
+        """Images in the pixel space -> uint8 0..255 pixels (clamped, rounded), e.g. to save them as PNG."""
+        mean, std = self._pixel_statistics(images)
+        return images.mul(std).add(mean).clamp(0, 1).mul(255).round().to(torch.uint8)
+
+    def _pixel_statistics(self, like: Tensor) -> tuple[Tensor, Tensor]:
+        data = self.config.data
+        mean, std = _plain(data.get("pixel_mean", 0.5)), _plain(data.get("pixel_std", 0.5))
+        return pixel_tensor(mean, like), pixel_tensor(std, like)
+
+
+def _plain(value):
+    return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
 
 
 def _as_list(images: ImageInput) -> list[Image.Image | Tensor]:

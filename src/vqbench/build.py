@@ -20,12 +20,12 @@ from vqbench.metrics import SSIM_WINDOWS
 from vqbench.models.discriminator import INITS, PatchDiscriminator
 from vqbench.models.tokenizer import Tokenizer
 from vqbench.quantizers.base import Quantizer
-from vqbench.training.module import AdversarialSettings, OptimizerSettings, TokenizerModule
+from vqbench.training.module import SCHEDULES, AdversarialSettings, OptimizerSettings, TokenizerModule
+from vqbench.training.token_count import TokenCount
 
 log = logging.getLogger("vqbench")
 
 WEIGHT_SUFFIX = "_weight"
-SCHEDULES = ("constant", "linear", "annealing_linear")
 
 
 def _instantiate(node: Any, what: str, **kwargs) -> Any:
@@ -36,6 +36,10 @@ def _instantiate(node: Any, what: str, **kwargs) -> Any:
         if isinstance(cause, (ValueError, TypeError)):
             raise ConfigError(f"{what}: {cause}") from None
         raise
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -70,6 +74,9 @@ def check_config(cfg: DictConfig) -> None:
             f"optimizer.schedule_steps must be a positive number of steps or null (trainer.max_steps), "
             f"got {schedule_steps!r}"
         )
+    gamma = cfg.optimizer.get("gamma", 1.0)
+    if not _is_number(gamma) or gamma < 0:
+        raise ConfigError(f"optimizer.gamma (the per-epoch lr factor) must be a number >= 0, got {gamma!r}")
     _check_pixel_space(cfg)
     if OmegaConf.select(cfg, "trainer.gradient_clip_val") is not None:
         raise ConfigError(
@@ -84,6 +91,13 @@ def check_config(cfg: DictConfig) -> None:
     if cfg.metrics.get("ssim_window", "uniform") not in SSIM_WINDOWS:
         raise ConfigError(
             f"metrics.ssim_window must be one of {', '.join(SSIM_WINDOWS)}, got {cfg.metrics.ssim_window!r}"
+        )
+    splits = cfg.metrics.get("effective_size_splits")
+    if splits is not None and (
+        not OmegaConf.is_list(splits) or not splits or any(split not in ("train", "val", "test") for split in splits)
+    ):
+        raise ConfigError(
+            f"metrics.effective_size_splits must be a list of train, val, test (e.g. [train, val]), got {splits!r}"
         )
     ema_decay = cfg.get("ema_decay")
     if ema_decay is not None and not 0 < ema_decay < 1:
@@ -131,7 +145,13 @@ def build_tokenizer(cfg: DictConfig) -> tuple[Tokenizer, dict[str, float]]:
     encoder = _instantiate(cfg.model.encoder, "model.encoder")
     decoder = _instantiate(cfg.model.decoder, "model.decoder")
     try:
-        tokenizer = Tokenizer(encoder, quantizer, decoder, post_quant_conv=cfg.model.get("post_quant_conv", True))
+        tokenizer = Tokenizer(
+            encoder,
+            quantizer,
+            decoder,
+            pre_quant_conv=bool(cfg.model.get("pre_quant_conv", True)),
+            post_quant_conv=bool(cfg.model.get("post_quant_conv", True)),
+        )
     except ValueError as error:
         raise ConfigError(f"model: {error}") from None
     return tokenizer, weights
@@ -187,6 +207,17 @@ def build_perceptual_loss(cfg: DictConfig) -> PerceptualLoss:
         pixel_std=pixel_statistic(cfg, "pixel_std"),
         input_range=tuple(settings.get("input_range", (-1.0, 1.0))),
     )
+
+
+def effective_size_splits(cfg: DictConfig) -> list[str]:
+    """The splits whose tokens the effective codebook size counts (``metrics.effective_size_splits``)."""
+    return list(cfg.metrics.get("effective_size_splits") or ["test"])
+
+
+def build_token_count(cfg: DictConfig, tokenizer: Tokenizer, datamodule) -> TokenCount:
+    """The pass that counts the effective codebook size over ``metrics.effective_size_splits``, flipping images at
+    random when the data flips them (``data.flip``), as LL-VQ-VAE's loaders do in every split."""
+    return TokenCount(tokenizer, datamodule, effective_size_splits(cfg), flip=bool(cfg.data.get("flip", False)))
 
 
 #: AlexNet's stride-4 stem and two max-pools leave no pixels for its later layers below 31x31.

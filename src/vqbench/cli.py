@@ -18,10 +18,13 @@ from vqbench.build import (
     build_datamodule,
     build_evaluation_metrics,
     build_logger,
+    build_token_count,
     build_training_module,
     check_config,
+    effective_size_splits,
 )
 from vqbench.errors import CheckpointError, ConfigError, VqbenchError
+from vqbench.metrics.aggregate import MAX_DISTINCT_TOKENS
 from vqbench.results import METRICS_FILE, format_table, read_metrics, write_metrics
 from vqbench.training.callbacks import (
     CodeUsageHistogram,
@@ -37,7 +40,7 @@ log = logging.getLogger("vqbench")
 #: Config nodes an evaluation may take from the command line; everything else comes from the checkpoint.
 EVAL_OVERRIDABLE = ("data", "metrics", "trainer", "seed")
 #: Nodes that define the trained network: overriding them at evaluation time cannot match the weights.
-EVAL_FROZEN = ("model", "quantizer", "codebook")
+EVAL_FROZEN = ("model", "quantizer", "codebook", "data.pixel_mean", "data.pixel_std")
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
@@ -213,6 +216,10 @@ def evaluation_config(trained: DictConfig, cfg: DictConfig, overrides: list[str]
         for key in keys:
             if key != node and not key.startswith(("hydra.", "eval")):
                 OmegaConf.update(merged, key, OmegaConf.select(cfg, key), force_add=True)
+    for key in ("pixel_mean", "pixel_std"):  # the network's pixel space, also when data=... replaced the whole node
+        value = OmegaConf.select(trained, f"data.{key}")
+        if value is not None:
+            merged.data[key] = value
     merged.ckpt = cfg.ckpt
     return merged
 
@@ -233,14 +240,15 @@ def evaluate_checkpoint(
     module = build_training_module(eval_cfg, for_training=False)
     load_tokenizer_weights(module, payload, ckpt, use_ema=bool(eval_cfg.metrics.get("use_ema", False)))
     datamodule = build_datamodule(eval_cfg)
-    datamodule.check(("test",))
+    size_splits = effective_size_splits(eval_cfg)
+    datamodule.check(tuple(dict.fromkeys(["test", *size_splits])))
     first_image = next(image for image in datamodule.dataset("test") if image is not None)
     extra, unavailable = build_evaluation_metrics(eval_cfg, tuple(first_image.shape[-2:]))
     module.add_test_metrics(extra)
     callbacks = []
     if eval_cfg.metrics.get("save_reconstructions", False):
         callbacks.append(SaveReconstructions(out / "reconstructions"))
-    trainer = _trainer(
+    trainer_settings = dict(
         accelerator=eval_cfg.trainer.accelerator,
         devices=eval_cfg.trainer.devices,
         num_nodes=eval_cfg.trainer.get("num_nodes", 1),
@@ -251,11 +259,24 @@ def evaluate_checkpoint(
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=eval_cfg.trainer.enable_progress_bar,
-        callbacks=callbacks,
     )
+    trainer = _trainer(**trainer_settings, callbacks=callbacks)
     metrics = _plain(trainer.test(module, datamodule=datamodule, verbose=False)[0])
     window = eval_cfg.metrics.get("usage_window")
     tokens = f"a FIFO queue of the last {window} tokens" if window else "every token of the split"
+    flip = False
+    if size_splits != ["test"]:
+        metrics.pop("test/effective_codebook_size", None)
+        counter = build_token_count(eval_cfg, module.tokenizer, datamodule)
+        metrics |= _plain(_trainer(**trainer_settings).test(counter, verbose=False)[0])
+        flip = counter.flip
+    counted = " + ".join(size_splits)
+    if "test/effective_codebook_size" not in metrics:
+        unavailable["effective_codebook_size"] = (
+            f"more than {MAX_DISTINCT_TOKENS:,} distinct token vectors over the {counted} split(s): nearly every "
+            "vector has a token of its own (the dense lattice), too many to hold in memory; LL-VQ-VAE does not "
+            "count the dense lattice either"
+        )
     protocol = {
         "split": "test",
         "images": len(datamodule.dataset("test")),
@@ -272,7 +293,8 @@ def evaluate_checkpoint(
         "features, TF1 bilinear resize); reference = the evaluated originals; both sides quantised to uint8",
         "codebook_usage": f"used codes / K over {tokens}",
         "perplexity": f"exp(entropy of the code histogram over {tokens})",
-        "effective_codebook_size": "distinct token vectors over every token of the split",
+        "effective_codebook_size": f"distinct token vectors over every token of the {counted} split(s)"
+        + (", each image flipped at random first (data.flip), as LL-VQ-VAE's loaders do" if flip else ""),
     }
     if eval_cfg.metrics.get("loss_terms", False):
         protocol["loss/reconstruction"] = (
@@ -282,6 +304,8 @@ def evaluate_checkpoint(
         protocol["loss/perceptual"] = (
             "the training's LPIPS(VGG16) per image, inputs mapped to loss.perceptual.input_range, then the mean"
         )
+    if size_splits != ["test"]:
+        protocol["quantized_vectors"] = f"token vectors counted over the {counted} split(s)"
     return metrics, protocol, unavailable
 
 

@@ -233,7 +233,6 @@ class Export:
 
     def _chunk(self, c: int, tokens: np.memmap, metadata: dict, bar: tqdm) -> list[int]:
         """Encodes images [c * chunk, (c + 1) * chunk) into their rows; returns the rows of unreadable images."""
-        from vqbench.data.module import to_model_range
 
         images, chunk, tok = metadata["images"], metadata["chunk"], self.tokenizer
         indices = list(range(c * chunk, min(images, (c + 1) * chunk)))
@@ -251,7 +250,7 @@ class Export:
             unreadable = [indices[position + i] for i, item in enumerate(batch) if item is None]
             skipped += [row + images * copy for row in unreadable for copy in range(copies)]
             if rows:
-                x = to_model_range(torch.stack([item for item in batch if item is not None]).to(tok.device))
+                x = tok.from_uint8(torch.stack([item for item in batch if item is not None]).to(tok.device))
                 tokens[rows] = tok.encode(x).cpu().numpy()
                 if copies == 2:
                     tokens[[row + images for row in rows]] = tok.encode(x.flip(-1)).cpu().numpy()

@@ -52,7 +52,8 @@ def collate_skipping_none(items: list[Tensor | None]) -> Tensor:
 
 
 class ImageDataModule(L.LightningDataModule):
-    """Loaders of uint8 images from ``make_dataset(split)``; float [-1, 1] batches on the accelerator.
+    """Loaders of uint8 images from ``make_dataset(split)``; float batches in the model's pixel space on the
+    accelerator.
 
     ``flip``: random horizontal flips of training batches. ``cache``: decode and preprocess each file-based split
     once into a memory-mapped uint8 array (see ``vqbench.data.cache``) under ``cache_dir`` (default: a
@@ -146,12 +147,15 @@ class ImageDataModule(L.LightningDataModule):
         return self._loader("val", self.eval_batch_size, shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
-        """In order; under N processes image i goes to process i mod N, none repeated (the evaluation trainer
-        runs with ``use_distributed_sampler=False`` so Lightning does not pad it with repeats)."""
-        sampler = None
-        if self.trainer is not None and self.trainer.world_size > 1:
-            sampler = StridedShardSampler(len(self.dataset("test")), self.trainer.global_rank, self.trainer.world_size)
-        return self._loader("test", self.eval_batch_size, shuffle=False, sampler=sampler)
+        if self.trainer is None:
+            return self.evaluation_dataloader("test")
+        return self.evaluation_dataloader("test", self.trainer.global_rank, self.trainer.world_size)
+
+    def evaluation_dataloader(self, split: str, rank: int = 0, world_size: int = 1) -> DataLoader:
+        """Every image of ``split`` in order; under N processes image i goes to process i mod N, none repeated (the
+        evaluation trainer runs with ``use_distributed_sampler=False`` so Lightning does not pad it with repeats)."""
+        sampler = StridedShardSampler(len(self.dataset(split)), rank, world_size) if world_size > 1 else None
+        return self._loader(split, self.eval_batch_size, shuffle=False, sampler=sampler)
 
     def on_after_batch_transfer(self, batch: Tensor, dataloader_idx: int) -> Tensor:
         if batch.dtype == torch.uint8:

@@ -87,22 +87,43 @@ class CodebookUsage(Metric):
         }
 
 
+#: Distinct token vectors a DistinctTokens keeps (0.5 GB of 64-d int64 vectors); beyond it, it stops counting.
+MAX_DISTINCT_TOKENS = 1_000_000
+
+
 class DistinctTokens(Metric):
     """Effective codebook size: the number of distinct token vectors seen (LL-VQ's measure, the only size measure
     of a lattice, whose set of tokens is unbounded). Tokens are the last dimension of ``indices`` (the integer
     lattice vector k, or the R stage indices of a residual quantizer). State is the set of distinct rows so far,
     concatenated across processes and de-duplicated again in ``compute``.
+
+    Past ``limit`` distinct vectors the metric stops counting and ``compute`` returns no size: the dense lattice
+    gives almost every vector its own token, and holding billions of them is not feasible (LL-VQ-VAE's
+    ``evaluate_checkpoint.py`` does not count the dense lattice either). Evaluation only: ``update`` reads sizes on
+    the host, as ``torch.unique`` does anyway.
     """
 
     full_state_update = False
 
-    def __init__(self, **kwargs):
+    def __init__(self, limit: int = MAX_DISTINCT_TOKENS, **kwargs):
         super().__init__(**kwargs)
+        self.limit = limit
         self.add_state("tokens", default=[], dist_reduce_fx="cat")
+        self.add_state("overflows", default=torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, indices: Tensor) -> None:
+        if self.overflows.item():
+            return
         self.tokens.append(torch.unique(indices.reshape(-1, indices.shape[-1]), dim=0))
+        if sum(t.shape[0] for t in self.tokens) > self.limit:
+            merged = torch.unique(torch.cat(self.tokens), dim=0)
+            if merged.shape[0] > self.limit:
+                merged = merged.new_empty((0, merged.shape[1]))  # frees the memory; stays concatenable across ranks
+                self.overflows += 1
+            self.tokens = [merged]
 
     def compute(self) -> dict[str, Tensor]:
+        if self.overflows.item():
+            return {}
         tokens = self.tokens if isinstance(self.tokens, Tensor) else torch.cat(self.tokens)
         return {"effective_codebook_size": torch.tensor(float(torch.unique(tokens, dim=0).shape[0]))}

@@ -9,19 +9,27 @@ n_k vectors assigned to code k:
     e_k  = S_k / N_k                      for the codes with n_k > 0; the others keep their vector   (epsilon = 0)
     e_k  = S_k / N~_k,  N~_k = (N_k + eps) / (sum_j N_j + K eps) * sum_j N_j   for every code            (epsilon > 0)
 
-The defaults (epsilon = 0, counts from ``initial_count`` = 0, sums from the initial codes) are the rule of
-xyfJASON/visual-tokenizer-pytorch (``models/quantizer/quantizer.py``, ``update_codebook``), the code behind the
-CelebA tables, and the paper's equations as written. ``epsilon`` > 0 is the Laplace smoothing of the Sonnet
-implementation and VQ-VAE-2 (Razavi et al. 2019, arXiv:1906.00446); pair it with ``initial_count=1``, otherwise a
-code that never wins keeps S_k = gamma^t e_k over N~_k ~ eps and is blown up.
+The defaults (``update_rule="standard"``, epsilon = 0, counts from ``initial_count`` = 0, sums from the initial
+codes) are the rule of xyfJASON/visual-tokenizer-pytorch (``models/quantizer/quantizer.py``, ``update_codebook``),
+the code behind the CelebA tables, and the paper's equations as written. ``epsilon`` > 0 is the Laplace smoothing of
+the Sonnet implementation and VQ-VAE-2 (Razavi et al. 2019, arXiv:1906.00446); pair it with ``initial_count=1``,
+otherwise a code that never wins keeps S_k = gamma^t e_k over N~_k ~ eps and is blown up (Doraemonzzz/vector-quantize
+``quantizers/vq.py``, the ImageNet-128 tables, does exactly that: epsilon 1e-5 with counts from 0).
+
+``update_rule="pytorch_vq_vae"`` is zalandoresearch/pytorch-vq-vae's ``VectorQuantizerEMA``, which AGKhalil/ll-vq-vae
+copies (``vector_quantizer/vector_quantizer_ema.py``, the LL-VQ-VAE tables): e ~ N(0, 1) and S ~ N(0, 1) drawn
+independently of e, N = 0, Laplace smoothing with eps = 1e-5, and the smoothed counts N~ *replace* N after every
+update. Those constants belong to the rule, so ``epsilon`` and ``initial_count`` must stay at 0 with it. A code that
+the first batch leaves unused gets N~_k of order eps, so e_k becomes about 1e5 times its N(0, 1) draw, far from
+every z: it stays unused (the collapse behind the LL-VQ table's EMA rows).
 
 The batch is quantized with the codebook as it was *before* this batch's update, as every reference implementation
-does; the update then happens in the same forward pass (the original runs it after the optimizer step, which does
-not touch the codebook). The only loss is the commitment term MSE(z, sg(q)). Under DDP the batch counts n and sums
-are all-reduced across ranks *before* the update, so every rank keeps the same codebook and it equals the
-single-process result on the concatenated batch. Optional dead-code restart replaces codes whose N_k falls below
-``dead_code_threshold`` with random vectors of the current batch (taken from rank 0 and broadcast, so ranks stay
-identical).
+does; the update then happens in the same forward pass (the originals run it in the forward pass or after the
+optimizer step, which does not touch the codebook). The only loss is the commitment term MSE(z, sg(q)). Under DDP
+the batch counts n and sums are all-reduced across ranks *before* the update, so every rank keeps the same codebook
+and it equals the single-process result on the concatenated batch. Optional dead-code restart replaces codes whose
+N_k falls below ``dead_code_threshold`` with random vectors of the current batch (taken from rank 0 and broadcast, so
+ranks stay identical).
 """
 
 from __future__ import annotations
@@ -34,6 +42,10 @@ from torch import Tensor
 from vqbench.quantizers.base import Quantizer, straight_through
 from vqbench.quantizers.distances import nearest_code
 from vqbench.quantizers.vq import VectorQuantizer
+
+UPDATE_RULES = ("standard", "pytorch_vq_vae")
+#: zalandoresearch/pytorch-vq-vae ``VectorQuantizerEMA(epsilon=1e-5)``
+PYTORCH_VQ_VAE_EPSILON = 1e-5
 
 
 def _distributed() -> bool:
@@ -50,6 +62,7 @@ class EMAVectorQuantizer(Quantizer):
         initial_count: float = 0.0,
         dead_code_threshold: float = 0.0,
         l2_norm: bool = False,
+        update_rule: str = "standard",
     ):
         super().__init__(dim)
         if codebook_size < 1:
@@ -62,14 +75,28 @@ class EMAVectorQuantizer(Quantizer):
             )
         if l2_norm:
             raise ValueError("quantizer=ema does not support codebook.l2_norm=true; use quantizer=vq for l2 codes")
+        if update_rule not in UPDATE_RULES:
+            raise ValueError(f"quantizer.update_rule must be one of {UPDATE_RULES}, got {update_rule!r}")
+        if update_rule == "pytorch_vq_vae" and (epsilon != 0 or initial_count != 0):
+            raise ValueError(
+                "quantizer.update_rule=pytorch_vq_vae fixes its own smoothing (eps 1e-5) and zero initial counts; "
+                f"leave quantizer.epsilon and quantizer.initial_count at 0 (got {epsilon} and {initial_count})"
+            )
         self.codebook_size = codebook_size
         self.decay = decay
         self.epsilon = epsilon
         self.dead_code_threshold = dead_code_threshold
-        initial = VectorQuantizer.initial_codebook(codebook_size, dim)
-        self.register_buffer("codebook", initial.clone())
-        self.register_buffer("ema_counts", torch.full((codebook_size,), float(initial_count)))
-        self.register_buffer("ema_sums", initial.clone())
+        self.update_rule = update_rule
+        if update_rule == "standard":
+            initial = VectorQuantizer.initial_codebook(codebook_size, dim)
+            counts, sums = torch.full((codebook_size,), float(initial_count)), initial.clone()
+        else:
+            initial = torch.randn(codebook_size, dim)
+            counts, sums = torch.zeros(codebook_size), torch.randn(codebook_size, dim)
+            self.epsilon = PYTORCH_VQ_VAE_EPSILON
+        self.register_buffer("codebook", initial)
+        self.register_buffer("ema_counts", counts)
+        self.register_buffer("ema_sums", sums)
 
     def quantize(self, z: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         indices = nearest_code(z.detach(), self.codebook)
@@ -90,6 +117,8 @@ class EMAVectorQuantizer(Quantizer):
         if self.epsilon > 0:
             total = self.ema_counts.sum()
             smoothed = (self.ema_counts + self.epsilon) / (total + self.codebook_size * self.epsilon) * total
+            if self.update_rule == "pytorch_vq_vae":
+                self.ema_counts.copy_(smoothed)
             self.codebook.copy_(self.ema_sums / smoothed.unsqueeze(1))
         else:
             # Unassigned codes keep their vector: S_k / N_k would be unchanged (or 0 / 0 for a code never used).

@@ -73,9 +73,14 @@ class OptimizerSettings:
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.0
     grad_clip: float | None = None
-    schedule: str = "constant"  # or linear, or annealing_linear (see lr_factor)
+    # see lr_factor; exponential: lr * gamma^epoch (torch's ExponentialLR, stepped after every training epoch)
+    schedule: str = "constant"
     warmup_fraction: float = 0.0
     schedule_steps: int | None = None  # the schedule's length T; None: trainer.max_steps
+    gamma: float = 1.0
+
+
+SCHEDULES = ("constant", "linear", "annealing_linear", "exponential")
 
 
 def lr_factor(step: int, total_steps: int, settings: OptimizerSettings) -> float:
@@ -238,7 +243,7 @@ class TokenizerModule(L.LightningModule):
         if d_opt is not None:
             self.untoggle_optimizer(g_opt)
         scheduler = self.lr_schedulers()
-        if scheduler is not None:
+        if scheduler is not None and self.optimizer_settings.schedule != "exponential":  # per-step schedules
             scheduler.step()
         if self.ema is not None:
             self.ema.update(self.tokenizer)
@@ -275,9 +280,17 @@ class TokenizerModule(L.LightningModule):
             )
         if s.schedule == "constant":
             return optimizers
+        if s.schedule == "exponential":
+            scheduler = torch.optim.lr_scheduler.ExponentialLR(g_opt, gamma=s.gamma)
+            return optimizers, [{"scheduler": scheduler, "interval": "epoch"}]
         total = self.trainer.max_steps if self.trainer.max_steps > 0 else int(self.trainer.estimated_stepping_batches)
         scheduler = torch.optim.lr_scheduler.LambdaLR(g_opt, lambda step: lr_factor(step, total, s))
         return optimizers, [scheduler]
+
+    def on_train_epoch_end(self) -> None:
+        scheduler = self.lr_schedulers()
+        if scheduler is not None and self.optimizer_settings.schedule == "exponential":
+            scheduler.step()
 
     # --- evaluation ----------------------------------------------------------------------------------------------
 
