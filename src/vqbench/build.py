@@ -7,6 +7,8 @@ caught and reported with the fix, before any training starts.
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Collection
 from typing import Any
 
 from hydra.errors import InstantiationException
@@ -18,6 +20,7 @@ from vqbench.losses import PerceptualLoss
 from vqbench.models.discriminator import PatchDiscriminator
 from vqbench.models.tokenizer import Tokenizer
 from vqbench.quantizers.base import Quantizer
+from vqbench.quantizers.fsq import levels_for_codebook_size
 from vqbench.training.module import AdversarialSettings, OptimizerSettings, TokenizerModule
 
 log = logging.getLogger("vqbench")
@@ -67,6 +70,42 @@ def check_config(cfg: DictConfig) -> None:
     ema_decay = cfg.get("ema_decay")
     if ema_decay is not None and not 0 < ema_decay < 1:
         raise ConfigError(f"ema_decay must be in (0, 1) (e.g. 0.9999) or null, got {ema_decay!r}")
+
+
+def _override_keys(overrides: Collection[str]) -> set[str]:
+    return {override.lstrip("+~").split("=", 1)[0] for override in overrides}
+
+
+def reconcile_codebook_size(cfg: DictConfig, overrides: Collection[str] = ()) -> None:
+    """Makes ``codebook.size`` the true size of a scalar quantizer's codebook (FSQ, SFSQ), in place.
+
+    Their codebook is the product of ``quantizer.levels``, so the levels are the source of truth: given levels
+    set ``codebook.size``; without levels, ``codebook.size`` picks the FSQ paper's levels (table 1), whose product
+    may differ (1024 -> [8,5,5,5], 1000 codes). Either way the config then records the levels and the real size.
+    ``codebook.size`` and ``quantizer.levels`` both given on the command line (``overrides``) must agree.
+    """
+    if "levels" not in cfg.quantizer:
+        return
+    levels = cfg.quantizer.levels
+    if levels is None:
+        try:
+            levels = levels_for_codebook_size(cfg.codebook.size)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+    size = math.prod(levels)
+    if size == cfg.codebook.size:
+        cfg.quantizer.levels = list(levels)
+        return
+    if {"codebook.size", "quantizer.levels"} <= _override_keys(overrides):
+        raise ConfigError(
+            f"quantizer.levels={list(levels)} give {size} codes but codebook.size={cfg.codebook.size}; "
+            f"give one of them (the levels define the codebook), or codebook.size={size}"
+        )
+    log.info(
+        "quantizer.levels=%s give %d codes: codebook.size=%d (not %d)", list(levels), size, size, cfg.codebook.size
+    )
+    cfg.codebook.size = size
+    cfg.quantizer.levels = list(levels)
 
 
 def build_quantizer(quantizer_cfg: DictConfig) -> tuple[Quantizer, dict[str, float]]:

@@ -9,7 +9,9 @@ len(levels) channels is bounded and rounded to one of L_i integers; the implicit
     index = sum_i (round(bound(z_i)) + L_i // 2) * prod_{j<i} L_j        (mixed radix)
 
 There is no auxiliary loss. ``codebook.dim`` vectors are projected to len(levels) channels and back by linear maps
-(identity when the two agree). When no levels are given they come from the paper's table for the codebook size.
+(identity when the two agree). When no levels are given they come from the paper's table for the codebook size
+(whose product may differ from it: 1024 -> [8,5,5,5], 1000 codes); levels and a codebook size given together must
+agree.
 """
 
 from __future__ import annotations
@@ -52,6 +54,11 @@ class _ScalarQuantizer(Quantizer):
 
     def __init__(self, dim: int, levels: list[int] | None, codebook_size: int | None):
         super().__init__(dim)
+        if levels and codebook_size is not None and math.prod(int(level) for level in levels) != codebook_size:
+            raise ValueError(
+                f"quantizer.levels={list(levels)} give {math.prod(int(level) for level in levels)} codes but "
+                f"codebook.size={codebook_size}; the levels define the codebook, so give codebook.size to match"
+            )
         levels = list(levels) if levels else levels_for_codebook_size(codebook_size)
         if any(int(level) < 2 for level in levels):
             raise ValueError(f"every FSQ level must be an integer >= 2, got quantizer.levels={levels}")
