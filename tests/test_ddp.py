@@ -53,7 +53,11 @@ def test_two_ranks_with_half_batches_equal_one_process_with_the_whole_batch(tmp_
 
 def test_dead_code_restart_keeps_ranks_identical(tmp_path):
     rank0, rank1 = _run_two_ranks(tmp_path, threshold=0.95)
-    initial = _quantizer(0.95).codebook
-    assert not torch.equal(rank0["codebook"], initial)
     for key in ("codebook", "ema_counts", "ema_sums"):
         torch.testing.assert_close(rank0[key], rank1[key], rtol=0, atol=0)
+    # restarts happened: some codes left the positions that the same updates without restarts give
+    without_restarts = _quantizer(0.0)
+    for batch in _batches(8):
+        without_restarts(batch)
+    moved = (rank0["codebook"] - without_restarts.codebook).abs().amax(1) > 1e-4
+    assert 0 < int(moved.sum()) < 32
