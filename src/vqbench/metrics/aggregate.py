@@ -91,10 +91,11 @@ class CodebookUsage(Metric):
         }
 
     def _distinct_tokens(self) -> Tensor:
-        if isinstance(self.tokens, Tensor) or self.tokens:
-            tokens = self.tokens if isinstance(self.tokens, Tensor) else torch.cat(self.tokens)
-            return torch.tensor(float(torch.unique(tokens, dim=0).shape[0]), dtype=torch.float64)
-        return (self.counts > 0).sum().double()
+        # a list of per-batch rows, or after a multi-process sync one tensor (empty when no rank saw R-vectors)
+        tokens = self.tokens if isinstance(self.tokens, Tensor) else torch.cat(self.tokens) if self.tokens else None
+        if tokens is None or tokens.numel() == 0:
+            return (self.counts > 0).sum().double()
+        return torch.tensor(float(torch.unique(tokens, dim=0).shape[0]), dtype=torch.float64)
 
 
 class DistinctTokens(Metric):
