@@ -163,7 +163,7 @@ def test_eval_refuses_a_training_setting(trained_run, tmp_path):
 
 def test_fsq_levels_and_codebook_size_given_together_must_agree(tmp_path):
     overrides = ("quantizer=fsq", "quantizer.levels=[8,5,5,5]", "codebook.size=1024", f"hydra.run.dir={tmp_path}")
-    result = run_cli(*overrides, cwd=tmp_path, check=False)
+    result = run_cli(*overrides, *TINY, cwd=tmp_path, check=False)
     _assert_clean_error(result, "quantizer.levels=[8, 5, 5, 5] give 1000 codes but codebook.size=1024")
     assert result.returncode == 2 and not (tmp_path / "metrics.json").exists()
 
