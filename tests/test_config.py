@@ -1,11 +1,21 @@
+import inspect
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from lightning import Trainer
 from omegaconf import OmegaConf
 
-from vqbench.build import build_datamodule, build_quantizer, build_tokenizer, check_config
+from vqbench.build import (
+    build_datamodule,
+    build_quantizer,
+    build_tokenizer,
+    build_training_module,
+    check_config,
+    reconcile_codebook_size,
+)
 from vqbench.errors import ConfigError
+from vqbench.training.module import RECONSTRUCTION_LOSSES, AdversarialSettings
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -45,9 +55,24 @@ def test_every_option_of_every_group_composes_and_builds(group):
         OmegaConf.resolve(cfg)
         check_config(cfg)
         if group in ("quantizer", "model"):
-            build_tokenizer(cfg)
+            tokenizer, weights = build_tokenizer(cfg)
+            assert tokenizer.quantizer.dim == 8
+            assert weights == {k.removesuffix("_weight"): v for k, v in cfg.quantizer.items() if k.endswith("_weight")}
         if group == "data":
-            build_datamodule(cfg)
+            datamodule = build_datamodule(cfg)
+            assert (datamodule.batch_size, datamodule.resolution) == (cfg.data.batch_size, cfg.data.resolution)
+            assert (datamodule.flip, datamodule.cache) == (cfg.data.flip, cfg.data.cache)
+        if group == "loss":
+            cfg.loss.perceptual.pretrained = False
+            module = build_training_module(cfg)
+            assert module.reconstruction_loss is RECONSTRUCTION_LOSSES[cfg.loss.reconstruction]
+            assert (module.perceptual is not None) == (cfg.loss.perceptual.weight > 0)
+            assert (module.discriminator is not None) == (cfg.loss.adversarial is not None)
+            if cfg.loss.adversarial is not None:
+                assert module.adversarial == AdversarialSettings(**cfg.loss.adversarial)
+        if group == "trainer":
+            # every key is a lightning.Trainer argument (README: "any lightning.Trainer argument")
+            assert set(cfg.trainer) <= set(inspect.signature(Trainer).parameters)
 
 
 @pytest.mark.parametrize("dim", [4, 16, 64])
@@ -88,3 +113,30 @@ def test_bad_constructor_argument_becomes_a_config_error():
     cfg = compose_cfg(["codebook.l2_norm=true", "quantizer.l2_norm_mode=cosine"])
     with pytest.raises(ConfigError, match="l2_norm_mode"):
         build_tokenizer(cfg)
+
+
+def test_fsq_levels_define_the_codebook_size():
+    """quantizer.levels are the source of truth of an FSQ codebook: codebook.size becomes their product, also when
+    the levels come from the FSQ paper's table for a codebook.size (1024 -> [8,5,5,5], 1000 codes)."""
+    overrides = ["quantizer=fsq", "quantizer.levels=[8,5,5,5]"]
+    cfg = compose_cfg(overrides)  # codebook.size stays the base config's 512
+    reconcile_codebook_size(cfg, overrides)
+    assert cfg.codebook.size == 1000 and list(cfg.quantizer.levels) == [8, 5, 5, 5]
+    assert build_quantizer(cfg.quantizer)[0].codebook_size == 1000
+    cfg = compose_cfg(["quantizer=sfsq", "codebook.size=1024"])
+    reconcile_codebook_size(cfg, ["quantizer=sfsq", "codebook.size=1024"])
+    assert cfg.codebook.size == 1000 and list(cfg.quantizer.levels) == [8, 5, 5, 5]
+    vq = compose_cfg(["codebook.size=1000"])
+    reconcile_codebook_size(vq)
+    assert vq.codebook.size == 1000 and "levels" not in vq.quantizer
+
+
+def test_fsq_levels_and_codebook_size_that_disagree_are_refused():
+    overrides = ["quantizer=fsq", "quantizer.levels=[8,5,5,5]", "codebook.size=1024"]
+    with pytest.raises(ConfigError, match=r"quantizer.levels=\[8, 5, 5, 5\] give 1000 codes but codebook.size=1024"):
+        reconcile_codebook_size(compose_cfg(overrides), overrides)
+    with pytest.raises(ConfigError, match="no recommended levels for codebook.size=1000"):
+        reconcile_codebook_size(compose_cfg(["quantizer=fsq", "codebook.size=1000"]))
+    # built without the reconciliation, the quantizer itself refuses the contradiction
+    with pytest.raises(ConfigError, match="give 1000 codes but codebook.size=512"):
+        build_quantizer(compose_cfg(["quantizer=fsq", "quantizer.levels=[8,5,5,5]"]).quantizer)

@@ -163,10 +163,24 @@ def test_fashion_mnist_errors(tmp_path):
         fashion_mnist_split("train", str(tmp_path), channels=3)
 
 
+def _adm_centre_crop(image: Image.Image, size: int) -> np.ndarray:
+    """guided-diffusion's center_crop_arr: box-filter halvings while the short side is >= 2 x size, a bicubic resize
+    of the short side to size, then the centre size x size."""
+    while min(image.size) >= 2 * size:
+        image = image.resize((image.width // 2, image.height // 2), Image.Resampling.BOX)
+    scale = size / min(image.size)
+    image = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.BICUBIC)
+    array = np.asarray(image)
+    top, left = (array.shape[0] - size) // 2, (array.shape[1] - size) // 2
+    return array[top : top + size, left : left + size]
+
+
 def test_imagenet_eval_is_adm_centre_crop_and_train_is_random(imagenet):
     val = imagenet_split("val", str(imagenet), resolution=64)
     assert len(val) == 4 and len(imagenet_split("train", str(imagenet), resolution=64)) == 6
-    assert val[0].shape == (3, 64, 64) and torch.equal(val[0], val[0])
+    for i in range(len(val)):
+        expected = _adm_centre_crop(Image.open(val.files[i]).convert("RGB"), 64)
+        assert np.array_equal(val[i].permute(1, 2, 0).numpy(), expected), val.files[i]
     train = imagenet_split("train", str(imagenet), resolution=64)
     assert train[1].shape == (3, 64, 64)  # the grayscale JPEG becomes 3 channels
     assert any(not torch.equal(train[0], train[0]) for _ in range(5))
@@ -177,11 +191,29 @@ def test_adm_centre_crop_geometry():
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 100, 3), dtype=np.uint8))
     # short side already S: no resampling, just the centre (offset (100 - 64) // 2 = 18)
     assert np.array_equal(np.asarray(CenterCropADM(64)(image)), np.asarray(image)[:, 18:82])
-    # 4x larger: two box halvings reach S exactly, then the same centre
+    # 4x larger by repeating pixels: two box halvings average each 4 x 4 block back to the original pixels
     big = image.resize((400, 256), Image.Resampling.NEAREST)
-    assert CenterCropADM(64)(big).size == (64, 64)
-    crops = {RandomResizedCropADM(32)(image).tobytes() for _ in range(8)}
-    assert len(crops) > 1 and all(len(c) == 32 * 32 * 3 for c in crops)
+    assert np.array_equal(np.asarray(CenterCropADM(64)(big)), np.asarray(image)[:, 18:82])
+    # 3x larger: one halving to 150 x 96, then bicubic to 100 x 64 (not the original pixels: resampled)
+    three = image.resize((300, 192), Image.Resampling.NEAREST)
+    assert np.array_equal(np.asarray(CenterCropADM(64)(three)), _adm_centre_crop(three, 64))
+
+
+def test_adm_random_crop_draws_the_scale_and_the_offset_in_range(monkeypatch):
+    """LlamaGen's random_crop_arr: short side to a random size in [S, ceil(1.25 S)], then a random S x S window of
+    it. The draws are recorded (and the largest value taken) to check their ranges and the pixels of the crop."""
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 100, 3), dtype=np.uint8))
+    draws = []
+
+    def largest(low: int, high: int) -> int:
+        draws.append((low, high))
+        return high
+
+    monkeypatch.setattr("vqbench.data.transforms.random.randint", largest)
+    crop = RandomResizedCropADM(32)(image)
+    resized = image.resize((round(100 * 40 / 64), 40), Image.Resampling.BICUBIC)  # short side 40 = ceil(1.25 x 32)
+    assert draws == [(32, 40), (0, resized.height - 32), (0, resized.width - 32)]
+    assert np.array_equal(np.asarray(crop), np.asarray(resized)[-32:, -32:])
 
 
 def test_imagenet_errors(tmp_path):
@@ -261,6 +293,15 @@ def test_interrupted_cache_build_leaves_no_finished_looking_cache(tmp_path):
     meta = build_cache(celeba_split("train", str(root), skip_corrupt=True), "train", tmp_path / "cache", 0)
     assert json.loads(meta.read_text())["skipped_unreadable"] == ["img_align_celeba/000003.jpg"]
     assert len(CachedImages(meta)) == 2
+
+
+def test_a_cache_that_skipped_images_never_serves_a_run_that_does_not_skip(tmp_path):
+    root = write_celeba(tmp_path / "data", partitions=(3, 1, 1))
+    (root / "img_align_celeba" / "000002.jpg").write_bytes(b"broken")
+    skipping = build_cache(celeba_split("train", str(root), skip_corrupt=True), "train", tmp_path / "cache", 0)
+    assert len(CachedImages(skipping)) == 2
+    with pytest.raises(DataError, match="cannot decode image .*000002.jpg"):
+        build_cache(celeba_split("train", str(root)), "train", tmp_path / "cache", 0)
 
 
 def test_unwritable_cache_folder_is_a_clear_error(celeba, tmp_path):

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from unittest import mock
 
+import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
@@ -16,6 +17,7 @@ from lightning import Trainer
 from torch import nn
 
 from tests.conftest import TINY, run_cli
+from tests.recomputed import checkpoint_outputs, code_metrics, image_metrics, png_pairs
 from tests.test_config import compose_cfg
 from tests.test_metrics import _distortions, _real_photos
 from vqbench import load_tokenizer
@@ -268,6 +270,8 @@ def test_two_processes_count_every_image_once(tmp_path, images):
 
 @pytest.mark.slow
 def test_evaluation_writes_every_metric_its_protocol_and_png_pairs(tmp_path, random_inception_weights):
+    import torch_fidelity
+
     train = tmp_path / "train"
     run_cli(*TINY, "data.resolution=32", "data.make_dataset.test_length=7", f"hydra.run.dir={train}", cwd=tmp_path)
     ckpt = train / "checkpoints" / "last.ckpt"
@@ -286,16 +290,58 @@ def test_evaluation_writes_every_metric_its_protocol_and_png_pairs(tmp_path, ran
     metrics = record["metrics"]
     expected = {"psnr", "ssim", "l1", "lpips", "rfid", "codebook_usage", "perplexity", "effective_codebook_size"}
     assert {f"test/{k}" for k in expected} == set(metrics)
-    assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
     protocol = record["protocol"]
     assert protocol["images"] == 7 and protocol["split"] == "test" and protocol["processes"] == 1
     assert "last 64 tokens" in protocol["codebook_usage"] and "AlexNet" in protocol["lpips"]
     assert record["unavailable"] == {} and record["checkpoint"] == str(ckpt.resolve())
     for key, value in metrics.items():  # the printed table is the file
         assert f"{key:<28}  {value:>12.6f}" in result.stdout
-    pairs = sorted((out / "reconstructions").glob("*.png"))
-    assert len(pairs) == 14 and pairs[0].name == "000000_original.png"
     assert "RANDOMLY INITIALISED" in result.stdout + result.stderr
+
+    # the PNG pairs: every test image in split order, and its reconstruction
+    names = sorted(p.name for p in (out / "reconstructions").glob("*.png"))
+    assert names == [f"{i:06d}_{kind}.png" for i in range(7) for kind in ("original", "reconstruction")]
+    originals, reconstructions = png_pairs(out / "reconstructions")
+    direct = checkpoint_outputs(ckpt, "test", overrides={"metrics.usage_window": 64})
+    assert np.array_equal(np.round(originals * 255), np.round(direct["originals"] * 255))
+    assert np.abs(reconstructions - direct["reconstructions"]).max() <= 0.5 / 255 + 1e-6  # the PNG's rounding
+    # PSNR, SSIM and L1 again with scikit-image: from the network's float reconstructions to float32 rounding, from
+    # the PNGs up to what their 8-bit rounding moves; the token statistics with numpy (the usage window of 64 tokens
+    # = the last image's 8 x 8 tokens)
+    exact = image_metrics(direct["originals"], direct["reconstructions"])
+    for name in ("psnr", "ssim", "l1"):
+        assert metrics[f"test/{name}"] == pytest.approx(exact[name], rel=1e-4), name
+    from_pngs = image_metrics(originals, reconstructions)
+    assert metrics["test/psnr"] == pytest.approx(from_pngs["psnr"], abs=0.01)
+    assert metrics["test/ssim"] == pytest.approx(from_pngs["ssim"], abs=3e-3)
+    assert metrics["test/l1"] == pytest.approx(from_pngs["l1"], abs=1e-4)
+    tokens = code_metrics(direct["tokens"], 512, direct["window"])
+    for name, value in tokens.items():
+        assert metrics[f"test/{name}"] == pytest.approx(value, rel=1e-6), name
+    # rFID from the PNG pairs with torch-fidelity itself (the same random Inception weights)
+    reference = torch_fidelity.calculate_metrics(
+        input1=_Images(reconstructions),
+        input2=_Images(originals),
+        fid=True,
+        feature_extractor_weights_path=str(random_inception_weights),
+        cuda=False,
+        batch_size=7,
+        verbose=False,
+    )["frechet_inception_distance"]
+    assert metrics["test/rfid"] == pytest.approx(reference, rel=1e-2)
+
+
+class _Images(torch.utils.data.Dataset):
+    """N x H x W x C images in [0, 1] as the uint8 C x H x W tensors torch-fidelity reads."""
+
+    def __init__(self, images: np.ndarray):
+        self.images = torch.from_numpy(np.round(images * 255).astype(np.uint8)).permute(0, 3, 1, 2)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.images[index]
 
 
 @pytest.mark.slow
@@ -376,3 +422,50 @@ def test_lpips_is_reported_unavailable_below_alexnets_minimum_size():
     assert metrics == {} and "28x28" in unavailable["lpips"] and "metrics.lpips=false" in unavailable["lpips"]
     metrics, unavailable = build_evaluation_metrics(cfg, (32, 32))
     assert set(metrics) == {"lpips"} and unavailable == {}
+
+
+# --- which command-line overrides an evaluation takes -------------------------------------------------------------
+
+
+def test_evaluation_config_takes_data_metrics_trainer_and_seed_from_the_command_line():
+    from tests.test_config import compose_cfg
+    from vqbench.cli import evaluation_config, evaluation_trainer_settings
+
+    trained = compose_cfg(["data.resolution=16", "trainer.max_steps=3", "trainer.precision=bf16-mixed"])
+    overrides = ["+eval=true", "ckpt=x.ckpt", "trainer.deterministic=true", "+trainer.benchmark=false"]
+    overrides += ["trainer.devices=2", "data.eval_batch_size=2", "metrics.lpips=false", "seed=5"]
+    merged = evaluation_config(trained, compose_cfg(overrides), overrides)
+    assert (merged.data.resolution, merged.data.eval_batch_size, merged.seed) == (16, 2, 5)
+    assert merged.metrics.lpips is False and merged.ckpt == "x.ckpt"
+    assert evaluation_trainer_settings(merged) == {
+        "accelerator": "auto",
+        "devices": 2,
+        "num_nodes": 1,
+        "strategy": "auto",
+        "precision": "bf16-mixed",  # the trained value, not overridden
+        "deterministic": True,
+        "benchmark": False,
+        "enable_progress_bar": True,
+    }
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("trainer.max_steps=5", "'trainer.max_steps=5' does not apply to evaluation; of trainer.*, evaluation takes"),
+        ("+trainer.limit_test_batches=2", "does not apply to evaluation; of trainer.*, evaluation takes"),
+        ("optimizer.lr=1", "'optimizer.lr=1' does not apply to evaluation"),
+        ("loss=vqgan", "'loss=vqgan' does not apply to evaluation"),
+        ("ema_decay=0.9", "'ema_decay=0.9' does not apply to evaluation"),
+        ("+experiment=celeba64_vqvae", "does not apply to evaluation"),
+        ("quantizer.commitment_weight=1", "the quantizer is fixed by the checkpoint"),
+        ("codebook.size=8", "the codebook is fixed by the checkpoint"),
+    ],
+)
+def test_evaluation_refuses_overrides_it_cannot_honour(override, message):
+    from tests.test_config import compose_cfg
+    from vqbench.cli import evaluation_config
+    from vqbench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message.replace("*", r"\*")):
+        evaluation_config(compose_cfg(), compose_cfg(["+eval=true", override]), ["+eval=true", override])

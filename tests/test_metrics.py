@@ -101,6 +101,21 @@ def test_distinct_tokens_counts_vectors_and_stops_past_its_limit():
     assert float(metric.compute()["effective_codebook_size"]) == 1
 
 
+def test_effective_codebook_size_counts_multi_stage_tokens_as_vectors():
+    """An RVQ's token is its R-vector of stage ids: (0, 0), (0, 1), (1, 0), (1, 1) are 4 tokens, though only ids 0
+    and 1 occur. Usage and perplexity still count ids, pooled over the stages."""
+    indices = torch.tensor([[[[0, 0], [0, 1]], [[1, 0], [1, 1]]]])  # B x H x W x R = 1 x 2 x 2 x 2
+    metric = CodebookUsage(4)
+    metric.update(indices)
+    metric.update(indices[..., [1, 0]])  # the same four vectors again, in another order
+    result = metric.compute()
+    assert float(result["effective_codebook_size"]) == 4
+    assert float(result["codebook_usage"]) == 2 / 4 and float(result["perplexity"]) == pytest.approx(2.0)
+    single_stage = CodebookUsage(4)
+    single_stage.update(indices[..., 0])  # B x H x W ids: 0, 0, 1, 1
+    assert float(single_stage.compute()["effective_codebook_size"]) == 2
+
+
 def test_metrics_of_bf16_inputs_keep_full_precision():
     # under bf16 autocast the decoder's output is bf16; the score must not be rounded to bf16's 3 digits
     target = _real_photos()

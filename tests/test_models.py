@@ -39,7 +39,12 @@ def test_tokenizer_shapes_and_decode_from_indices():
     reconstruction, quantized = tokenizer(images)
     assert reconstruction.shape == images.shape
     assert quantized.indices.shape == (2, 8, 8)
-    assert reconstruction.abs().max() <= 1
+    # Encoder -> 1x1 conv to codebook.dim -> quantizer -> 1x1 conv back -> decoder, in that order
+    z = tokenizer.pre_quant(tokenizer.encoder(images))
+    assert z.shape == (2, 4, 8, 8)
+    expected = tokenizer.quantizer(z)
+    assert torch.equal(quantized.indices, expected.indices)
+    torch.testing.assert_close(reconstruction, tokenizer.decoder(tokenizer.post_quant(expected.codes)))
     torch.testing.assert_close(tokenizer.decode_indices(quantized.indices), reconstruction)
 
 

@@ -244,6 +244,85 @@ def test_fsq_codes_are_scaled_integers():
     assert scaled[:, 1:].abs().max() <= 2
 
 
+def _fsq_bound_terms(levels: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """half, shift and L // 2 per channel, from the formula of Mentzer et al. 2023, appendix A.1."""
+    level = torch.tensor(levels, dtype=torch.float64)
+    half = (level - 1) * (1 + 1e-3) / 2
+    offset = (level % 2 == 0).double() * 0.5
+    return half, torch.atanh(offset / half), torch.div(level, 2, rounding_mode="floor")
+
+
+def test_fsq_codes_and_straight_through_gradient_follow_the_formula():
+    levels = [8, 5, 3]
+    q = FSQ(3, levels=levels)  # codebook.dim = len(levels): no projection
+    z = (torch.randn(2, 3, 4, 4) * 2).requires_grad_(True)
+    out = q(z)
+    half, shift, half_width = (t.view(1, 3, 1, 1) for t in _fsq_bound_terms(levels))
+    bounded = torch.tanh(z.detach().double() + shift) * half - (half * torch.tanh(shift))
+    torch.testing.assert_close(out.codes.double(), torch.round(bounded) / half_width)
+    upstream = torch.randn_like(z)
+    (out.codes * upstream).sum().backward()
+    # d/dz round_ste(bound(z)) / (L // 2) = half (1 - tanh^2(z + shift)) / (L // 2): rounding passes the gradient
+    expected = upstream.double() * half * (1 - torch.tanh(z.detach().double() + shift) ** 2) / half_width
+    torch.testing.assert_close(z.grad.double(), expected, rtol=1e-5, atol=1e-7)
+
+
+def test_simple_fsq_values_indices_and_straight_through_gradient_follow_the_formula():
+    levels = [8, 5, 3]
+    q = SimpleFSQ(3, levels=levels)
+    z = (torch.randn(2, 3, 4, 4) * 3).requires_grad_(True)
+    out = q(z)
+    steps = torch.tensor(levels, dtype=torch.float64).view(1, 3, 1, 1) - 1
+    s = torch.sigmoid(z.detach().double())
+    n = torch.round(steps * s)  # n = round((L - 1) sigmoid(z)) in 0..L-1, code = n / (L - 1)
+    torch.testing.assert_close(out.codes.double(), n / steps)
+    expected_index = n[:, 0] + 8 * n[:, 1] + 8 * 5 * n[:, 2]  # mixed radix, first channel least significant
+    assert torch.equal(out.indices, expected_index.long())
+    upstream = torch.randn_like(z)
+    (out.codes * upstream).sum().backward()
+    torch.testing.assert_close(z.grad.double(), upstream.double() * s * (1 - s), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("mode", ["seed", "llamagen"])
+def test_l2_normalised_vq_losses_follow_their_convention(mode):
+    """Both conventions pick the code of highest cosine similarity and return it normalised; ``seed`` takes the
+    losses between that code and the raw z, ``llamagen`` between it and the normalised z."""
+    q = VectorQuantizer(16, 4, l2_norm=True, l2_norm_mode=mode)
+    with torch.no_grad():
+        q.codebook.copy_(torch.randn(16, 4))
+    z = torch.randn(2, 4, 3, 3) * 3
+    out = q(z)
+    rows = z.permute(0, 2, 3, 1).reshape(-1, 4)
+    codebook = q.codebook.detach()
+    cosine = (rows @ codebook.t()) / rows.norm(dim=1, keepdim=True) / codebook.norm(dim=1)
+    indices = cosine.argmax(1)
+    assert torch.equal(out.indices.flatten(), indices)
+    code = codebook[indices] / codebook[indices].norm(dim=1, keepdim=True)
+    torch.testing.assert_close(out.codes.permute(0, 2, 3, 1).reshape(-1, 4), code)
+    against = rows if mode == "seed" else rows / rows.norm(dim=1, keepdim=True)
+    expected = ((code - against) ** 2).mean()
+    torch.testing.assert_close(out.losses["codebook"], expected)
+    torch.testing.assert_close(out.losses["commitment"], expected)
+
+
+def test_ema_dead_codes_are_restarted_onto_the_data():
+    """All vectors lie in [4, 6]^2, far from the initial codes (U(-1/K, 1/K)): without restarts the one or two codes
+    nearest to the data take every vector and the rest never move. Restarted codes are placed on batch vectors."""
+    torch.manual_seed(0)
+    data = (4 + 2 * torch.rand(1, 2, 8, 8)).repeat(2, 1, 1, 1)
+    plain = EMAVectorQuantizer(16, 2, decay=0.5).train()
+    restarting = EMAVectorQuantizer(16, 2, decay=0.5, dead_code_threshold=0.5).train()
+    restarting.load_state_dict(plain.state_dict())
+    for _ in range(5):
+        plain(data)
+        restarting(data)
+    inside = ((restarting.codebook > 3.5) & (restarting.codebook < 6.5)).all(1)
+    assert int(inside.sum()) == 16  # every code was moved onto the data
+    assert int(((plain.codebook > 3.5) & (plain.codebook < 6.5)).all(1).sum()) <= 2
+    used = restarting.eval()(data).indices.unique().numel()
+    assert used >= 8 and plain.eval()(data).indices.unique().numel() <= 2
+
+
 def test_fsq_projects_codebook_dim_to_its_levels():
     q = FSQ(16, codebook_size=512)
     assert q.levels == [8, 8, 8]
@@ -438,6 +517,22 @@ def test_lfq_entropy_for_many_bits_stays_chunked():
     assert out.losses["codebook_entropy"] >= -16 * torch.log(torch.tensor(2.0)) - 1e-4
 
 
+def test_lfq_entropy_with_many_bits_matches_a_direct_computation():
+    """16 bits: index k <-> code bits (k >> i) & 1, so both entropy terms match a dense softmax over all 2^16 codes."""
+    q = LookupFreeQuantizer(16, bits=16, entropy_temperature=0.5).train()
+    z = torch.randn(1, 16, 8, 8)
+    out = q(z)
+    rows = z.permute(0, 2, 3, 1).reshape(-1, 16)
+    k = torch.arange(2**16)
+    codes = ((k.unsqueeze(1) >> torch.arange(16)) & 1).float() * 2 - 1
+    p = torch.softmax(-torch.cdist(rows, codes).pow(2) / 0.5, dim=1)
+    mean_p = p.mean(0)
+    per_sample = -(p * p.clamp_min(1e-30).log()).sum(1).mean()
+    torch.testing.assert_close(out.losses["per_sample_entropy"], per_sample, rtol=1e-4, atol=1e-4)
+    codebook_term = (mean_p * mean_p.clamp_min(1e-30).log()).sum()
+    torch.testing.assert_close(out.losses["codebook_entropy"], codebook_term, rtol=1e-4, atol=1e-4)
+
+
 def test_gumbel_eval_takes_the_argmax_and_kl_is_zero_for_uniform_logits():
     q = make("gumbel").eval()
     z = torch.randn(2, 8, 3, 3)
@@ -450,11 +545,51 @@ def test_gumbel_eval_takes_the_argmax_and_kl_is_zero_for_uniform_logits():
     assert abs(float(q(z).losses["kl"].detach())) < 1e-6
 
 
-def test_gumbel_training_sample_is_one_hot_with_gradient_to_logits():
-    q = make("gumbel").train()
-    out = q(torch.randn(2, 8, 3, 3))
-    out.codes.sum().backward()
-    assert torch.count_nonzero(q.to_logits.weight.grad) > 0
+def test_gumbel_training_is_the_straight_through_gumbel_softmax():
+    """Forward: the embedding of argmax(l + g). Backward: the gradient of the soft sample softmax((l + g) / tau)
+    (Jang et al. 2017, straight-through Gumbel estimator), for the logits' linear map and the embedding alike. The
+    noise g is drawn again here from the same seed, as torch.nn.functional.gumbel_softmax draws it."""
+    q = GumbelQuantizer(16, 8, temperature=0.5).train()
+    z = torch.randn(2, 8, 3, 3)
+    upstream = torch.randn(2, 8, 3, 3)
+    torch.manual_seed(7)
+    out = q(z)
+    ((out.codes * upstream).sum() + out.losses["kl"]).backward()
+
+    rows = z.permute(0, 2, 3, 1).reshape(-1, 8)
+    logits = rows @ q.to_logits.weight.detach().t() + q.to_logits.bias.detach()
+    torch.manual_seed(7)
+    noise = -torch.empty_like(logits).exponential_().log()
+    indices = (logits + noise).argmax(1)
+    assert torch.equal(out.indices.flatten(), indices)
+    torch.testing.assert_close(out.codes.permute(0, 2, 3, 1).reshape(-1, 8), q.embedding.detach()[indices])
+
+    weight = q.to_logits.weight.detach().clone().requires_grad_(True)
+    bias = q.to_logits.bias.detach().clone().requires_grad_(True)
+    embedding = q.embedding.detach().clone().requires_grad_(True)
+    logits = rows @ weight.t() + bias
+    soft = torch.softmax((logits + noise) / 0.5, dim=1)
+    sample = F.one_hot(indices, 16).float() + soft - soft.detach()
+    codes = sample @ embedding
+    p = torch.softmax(logits, dim=1)
+    kl = (p * torch.log(p * 16)).sum(1).mean()  # KL(softmax(l) || uniform over the 16 codes)
+    torch.testing.assert_close(out.losses["kl"], kl.detach())
+    ((codes * upstream.permute(0, 2, 3, 1).reshape(-1, 8)).sum() + kl).backward()
+    for got, want in ((q.to_logits.weight, weight), (q.to_logits.bias, bias), (q.embedding, embedding)):
+        torch.testing.assert_close(got.grad, want.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_gumbel_quantizer_learns_to_pick_a_target_code():
+    """Gradient descent through the straight-through sample moves the tokens toward a target code."""
+    q = GumbelQuantizer(8, 4, temperature=1.0).train()
+    z = torch.randn(1, 4, 8, 8)
+    target = q.embedding.detach()[3].view(1, 4, 1, 1)
+    optimizer = torch.optim.Adam(q.to_logits.parameters(), lr=0.05)
+    for _ in range(100):
+        optimizer.zero_grad()
+        F.mse_loss(q(z).codes, target.expand_as(z)).backward()
+        optimizer.step()
+    assert (q.eval()(z).indices == 3).float().mean() > 0.9
 
 
 def test_rvq_stages_quantize_residuals_and_losses_sum_per_stage():

@@ -163,4 +163,9 @@ def test_every_sweep_runs_at_tiny_scale(tmp_path):
         jobs = list(sweep.glob("*/metrics.json"))
         assert len(jobs) == expected_jobs[name], name
         assert report_main([str(sweep), "--table", name, "--out", str(tmp_path / f"{name}.md")]) == 0
-        assert " / " in (tmp_path / f"{name}.md").read_text()
+        # every job is one row of the table (its published row, or appended), with its measured values
+        table = load_table(name)
+        lines = [line for line in (tmp_path / f"{name}.md").read_text().splitlines() if line.startswith("|")][2:]
+        metric_cells = [[c.strip() for c in line.strip("|").split("|")][len(table.keys) :] for line in lines]
+        measured = [cells for cells in metric_cells if any(not c.startswith("—") for c in cells)]
+        assert len(measured) == len(jobs), name

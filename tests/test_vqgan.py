@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -253,8 +254,10 @@ def test_weight_ema_update_formula():
 # --- the start step and global_step under manual optimization ------------------------------------------------------
 
 
-def _gan_module(start_step: int, discriminator_start_step: int | None = None) -> TokenizerModule:
-    """``discriminator_start_step`` None: the same as ``start_step`` (taming's schedule)."""
+def _gan_module(start_step: int = 0, discriminator_start_step: int | None = None, **settings) -> TokenizerModule:
+    """A tiny SimpleCNN + VQ tokenizer with a 2-layer PatchGAN. ``discriminator_start_step`` None: the same as
+    ``start_step`` (taming's schedule). ``settings``: loss, lecam_weight (AdversarialSettings), grad_clip, schedule,
+    warmup_fraction (OptimizerSettings), ema_decay."""
     torch.manual_seed(0)
     tokenizer = Tokenizer(SimpleCNNEncoder(3, 8, 16), VectorQuantizer(32, 8), SimpleCNNDecoder(3, 8, 16))
     if discriminator_start_step is None:
@@ -265,20 +268,32 @@ def _gan_module(start_step: int, discriminator_start_step: int | None = None) ->
         reconstruction_loss="l1",
         discriminator=PatchDiscriminator(3, channels=8, layers=2),
         adversarial=AdversarialSettings(
+            loss=settings.get("loss", "hinge"),
+            weight=0.8,
             start_step=start_step,
             discriminator_start_step=discriminator_start_step,
             adaptive=True,
-            lecam_weight=0.1,
+            lecam_weight=settings.get("lecam_weight", 0.1),
+            lecam_decay=0.9,
         ),
-        optimizer=OptimizerSettings(lr=1e-3, grad_clip=1.0),
+        optimizer=OptimizerSettings(
+            lr=1e-3,
+            betas=(0.5, 0.9),
+            grad_clip=settings.get("grad_clip"),
+            schedule=settings.get("schedule", "constant"),
+            warmup_fraction=settings.get("warmup_fraction", 0.0),
+        ),
+        ema_decay=settings.get("ema_decay"),
     )
 
 
-def _fit(module: TokenizerModule, steps: int, tmp_path) -> Trainer:
-    images = torch.rand(16, 3, 16, 16) * 2 - 1
-    loader = DataLoader(
-        TensorDataset(images), batch_size=4, collate_fn=lambda items: torch.stack([i[0] for i in items])
-    )
+def _stack(items: list[torch.Tensor]) -> torch.Tensor:
+    return torch.stack([item[0] for item in items])
+
+
+def _fit(module: TokenizerModule, steps: int, tmp_path, images: torch.Tensor | None = None, callbacks=()) -> Trainer:
+    images = torch.rand(16, 3, 16, 16) * 2 - 1 if images is None else images
+    loader = DataLoader(TensorDataset(images), batch_size=4, collate_fn=_stack)
     trainer = Trainer(
         max_steps=steps,
         logger=False,
@@ -287,9 +302,33 @@ def _fit(module: TokenizerModule, steps: int, tmp_path) -> Trainer:
         enable_model_summary=False,
         default_root_dir=tmp_path,
         limit_val_batches=0,
+        callbacks=list(callbacks),
     )
     trainer.fit(module, loader)
     return trainer
+
+
+def _record_optimizer_steps(monkeypatch) -> list[dict]:
+    """Every Adam step as it happens: which optimizer, its learning rate, and the gradients it applies."""
+    steps = []
+    original = torch.optim.Adam.step
+
+    def recording_step(self, *args, **kwargs):
+        params = [p for group in self.param_groups for p in group["params"]]
+        grads = [None if p.grad is None else p.grad.detach().clone() for p in params]
+        steps.append({"optimizer": self, "lr": self.param_groups[0]["lr"], "grads": grads})
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", recording_step)
+    return steps
+
+
+def _output_layer(decoder: nn.Module) -> torch.Tensor:
+    return [m for m in decoder.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))][-1].weight
+
+
+def _gradient_norm(grads: list[torch.Tensor | None]) -> float:
+    return float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads if g is not None])))
 
 
 def test_start_step_gates_the_discriminator_and_the_generator_term(tmp_path):
@@ -330,19 +369,110 @@ def test_discriminator_trains_from_its_own_start_step(tmp_path):
     assert module.discriminator_active(0) and not module.adversarial_active(2) and module.adversarial_active(3)
 
 
-def test_manual_optimization_clips_generator_gradients(tmp_path, monkeypatch):
+@pytest.mark.parametrize("loss", ["hinge", "non_saturating"])
+def test_one_gan_step_equals_an_independent_computation(tmp_path, monkeypatch, loss):
+    """The generator's total loss, the adaptive weight, the discriminator's loss with LeCam, the gradients each
+    optimizer applies and the weights after the update, recomputed here from the formulas (taming-transformers'
+    VQLPIPSWithDiscriminator; LeCam: Tseng et al. 2021) on copies of the initial networks."""
+    module = _gan_module(start_step=0, loss=loss, lecam_weight=0.3)
+    tokenizer, discriminator = copy.deepcopy(module.tokenizer), copy.deepcopy(module.discriminator)
+    images = torch.rand(4, 3, 16, 16) * 2 - 1
+    steps = _record_optimizer_steps(monkeypatch)
+    trainer = _fit(module, 1, tmp_path, images)
+    logged = trainer.callback_metrics
+
+    reconstruction, quantized = tokenizer(images)
+    nll = (reconstruction - images).abs().mean()
+    logits = discriminator(reconstruction)
+    g_adv = -logits.mean() if loss == "hinge" else -torch.log(torch.sigmoid(logits)).mean()
+    last = _output_layer(tokenizer.decoder)
+    nll_grad = torch.autograd.grad(nll, last, retain_graph=True)[0]
+    adv_grad = torch.autograd.grad(g_adv, last, retain_graph=True)[0]
+    lam = (nll_grad.norm() / (adv_grad.norm() + 1e-4)).clamp(0, 1e4).detach()
+    total = nll + quantized.losses["codebook"] + 0.25 * quantized.losses["commitment"] + 0.8 * lam * g_adv
+    torch.testing.assert_close(logged["train/adaptive_weight"], lam)
+    torch.testing.assert_close(logged["train/loss/generator_adversarial"], g_adv.detach())
+    torch.testing.assert_close(logged["train/loss/total"], total.detach())
+    g_grads = torch.autograd.grad(total, list(tokenizer.parameters()))
+
+    real, fake = discriminator(images), discriminator(reconstruction.detach())
+    if loss == "hinge":
+        d_loss = 0.5 * (torch.relu(1 - real).mean() + torch.relu(1 + fake).mean())
+    else:
+        d_loss = 0.5 * (-torch.log(torch.sigmoid(real)).mean() - torch.log(1 - torch.sigmoid(fake)).mean())
+    ema_real, ema_fake = 0.1 * real.mean().detach(), 0.1 * fake.mean().detach()  # decay 0.9, from 0
+    lecam = ((real - ema_fake) ** 2).mean() + ((fake - ema_real) ** 2).mean()
+    d_total = d_loss + 0.3 * lecam
+    torch.testing.assert_close(logged["train/disc/lecam"], lecam.detach())
+    torch.testing.assert_close(logged["train/disc/loss"], d_total.detach())
+    d_grads = torch.autograd.grad(d_total, list(discriminator.parameters()))
+
+    assert len(steps) == 2  # one generator and one discriminator update for the one batch
+    for recorded, expected in zip(steps, (g_grads, d_grads), strict=True):
+        for got, want in zip(recorded["grads"], expected, strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-7)
+    updated = ((tokenizer, g_grads, module.tokenizer), (discriminator, d_grads, module.discriminator))
+    for network, grads, trained in updated:
+        optimizer = torch.optim.Adam(network.parameters(), lr=1e-3, betas=(0.5, 0.9))
+        for p, g in zip(network.parameters(), grads, strict=True):
+            p.grad = g
+        optimizer.step()
+        for want, got in zip(network.parameters(), trained.parameters(), strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_gradient_clipping_caps_generator_and_discriminator_gradients(tmp_path, monkeypatch):
+    """The limit is far below the natural gradient norms, so every update must arrive with norm = the limit."""
+    limit = 1e-3
+    steps = _record_optimizer_steps(monkeypatch)
+    _fit(_gan_module(start_step=0, grad_clip=limit), 2, tmp_path)
+    assert len(steps) == 4  # G, D, G, D
+    for step in steps:
+        assert _gradient_norm(step["grads"]) == pytest.approx(limit, rel=1e-3)
+
+
+def test_learning_rate_schedule_steps_once_per_batch(tmp_path, monkeypatch):
+    steps = _record_optimizer_steps(monkeypatch)
+    _fit(_gan_module(start_step=100, schedule="linear", warmup_fraction=0.4), 5, tmp_path)
+    # 5 steps, warmup int(0.4 * 5) = 2: (k + 1) / 2 during the warmup, then (5 - k) / (5 - 2)
+    expected = [1e-3 * f for f in (1 / 2, 2 / 2, 3 / 3, 2 / 3, 1 / 3)]
+    assert [s["lr"] for s in steps] == pytest.approx(expected)
+
+
+def test_weight_ema_is_the_running_average_of_the_trained_weights(tmp_path):
+    class RecordWeights(Callback):
+        def __init__(self):
+            self.weights = []
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self.weights.append([p.detach().clone() for p in pl_module.tokenizer.parameters()])
+
+    decay = 0.7
+    module = _gan_module(start_step=0, ema_decay=decay)
+    average = [p.detach().clone() for p in module.tokenizer.parameters()]
+    recorder = RecordWeights()
+    _fit(module, 3, tmp_path, callbacks=[recorder])
+    assert len(recorder.weights) == 3
+    for weights in recorder.weights:
+        average = [decay * a + (1 - decay) * w for a, w in zip(average, weights, strict=True)]
+    for got, want in zip(module.ema.module.parameters(), average, strict=True):
+        torch.testing.assert_close(got, want)
+    assert not all(torch.equal(a, w) for a, w in zip(average, recorder.weights[-1], strict=True))
+
+
+def test_a_quantizer_loss_without_a_weight_is_an_error():
     module = _gan_module(start_step=100)
-    norms = []
-    original = torch.optim.Adam.step
+    module.loss_weights.pop("commitment")
+    with pytest.raises(ConfigError, match="'commitment' loss but its config has no quantizer.commitment_weight"):
+        module.generator_loss(torch.rand(2, 3, 16, 16) * 2 - 1, step=0)
 
-    def recording_step(self, *args, **kwargs):
-        grads = [p.grad for group in self.param_groups for p in group["params"] if p.grad is not None]
-        norms.append(float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))))
-        return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(torch.optim.Adam, "step", recording_step)
-    _fit(module, 2, tmp_path)
-    assert norms and max(norms) <= 1.0 + 1e-4
+def test_a_linear_schedule_without_an_end_is_an_error(tmp_path):
+    module = _gan_module(start_step=100, schedule="linear")
+    loader = DataLoader(TensorDataset(torch.rand(4, 3, 16, 16)), batch_size=4, collate_fn=_stack)
+    trainer = Trainer(max_steps=-1, max_epochs=-1, logger=False, enable_checkpointing=False, default_root_dir=tmp_path)
+    with pytest.raises(ConfigError, match="set trainer.max_steps"):
+        trainer.fit(module, loader)
 
 
 # --- configs -------------------------------------------------------------------------------------------------------
@@ -520,6 +650,7 @@ SMALL = [
 @pytest.mark.slow
 def test_every_experiment_runs_through_run_py(tmp_path):
     from tests.conftest import run_cli
+    from tests.recomputed import assert_metrics_match, reference_metrics
     from vqbench.data.fixtures import write_celeba, write_fashion_mnist, write_imagenet, write_png_folder
 
     celeba, imagenet = write_celeba(tmp_path / "celeba"), write_imagenet(tmp_path / "imagenet")
@@ -544,7 +675,10 @@ def test_every_experiment_runs_through_run_py(tmp_path):
         result = run_cli(f"+experiment={name}", *overrides, *SMALL, f"hydra.run.dir={out}", cwd=tmp_path)
         metrics = json.loads((out / "metrics.json").read_text())
         assert metrics["step"] == 2, name
-        assert torch.isfinite(torch.tensor(metrics["metrics"]["val/psnr"])), name
+        # the final validation (limit_val_batches=1: the first 2 images) recomputed from the checkpoint, under the
+        # recipe's precision
+        expected = reference_metrics(out / "checkpoints" / "last.ckpt", "val", images=2)
+        assert_metrics_match(metrics["metrics"], expected)
         if "pretrained=false" in " ".join(overrides):
             assert "RANDOMLY INITIALISED" in result.stdout + result.stderr
     # TensorBoard of a GAN run: generator and discriminator losses, adaptive weight, real/fake logits
@@ -565,19 +699,25 @@ def test_every_experiment_runs_through_run_py(tmp_path):
         "val/reconstructions",
     }
     assert expected <= tags
-    # the weight EMA is evaluated with metrics.use_ema=true, and differs from the trained weights
+    # metrics.use_ema=true evaluates the weight EMA of the checkpoint, false the trained weights: each equals the
+    # metrics recomputed from those weights, and the two differ
     ckpt = tmp_path / "imagenet256_vqgan_llamagen" / "checkpoints" / "last.ckpt"
-    for use_ema in ("true", "false"):
+    for use_ema in (True, False):
+        out = tmp_path / f"eval_{use_ema}"
         run_cli(
             "+eval=true",
             f"ckpt={ckpt}",
-            f"metrics.use_ema={use_ema}",
+            f"metrics.use_ema={str(use_ema).lower()}",
+            "metrics.lpips=false",
+            "metrics.rfid=false",
             "data.eval_batch_size=2",
-            f"hydra.run.dir={tmp_path}/eval_{use_ema}",
+            f"hydra.run.dir={out}",
             cwd=tmp_path,
         )
-    ema, raw = (json.loads((tmp_path / f"eval_{u}" / "metrics.json").read_text())["metrics"] for u in ("true", "false"))
-    assert ema["test/psnr"] != raw["test/psnr"]
+        recorded = json.loads((out / "metrics.json").read_text())["metrics"]
+        assert_metrics_match(recorded, reference_metrics(ckpt, "test", use_ema=use_ema))
+    ema, raw = (reference_metrics(ckpt, "test", use_ema=use_ema)["test/psnr"] for use_ema in (True, False))
+    assert abs(ema - raw) > 1e-3
     no_ema = tmp_path / "celeba64_vqvae" / "checkpoints" / "last.ckpt"
     result = run_cli(
         "+eval=true", f"ckpt={no_ema}", "metrics.use_ema=true", f"hydra.run.dir={tmp_path}/e", cwd=tmp_path, check=False

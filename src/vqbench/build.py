@@ -7,6 +7,8 @@ caught and reported with the fix, before any training starts.
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from vqbench.metrics import SSIM_WINDOWS
 from vqbench.models.discriminator import INITS, PatchDiscriminator
 from vqbench.models.tokenizer import Tokenizer
 from vqbench.quantizers.base import Quantizer
+from vqbench.quantizers.fsq import levels_for_codebook_size
 from vqbench.training.module import SCHEDULES, AdversarialSettings, OptimizerSettings, TokenizerModule
 from vqbench.training.token_count import TokenCount
 
@@ -123,6 +126,42 @@ def _check_pixel_space(cfg: DictConfig) -> None:
                 f"loss.perceptual.input_range must be [low, high], e.g. [-1, 1] (LPIPS's own) or [0, 1]; "
                 f"got {input_range!r}"
             )
+
+
+def _override_keys(overrides: Collection[str]) -> set[str]:
+    return {override.lstrip("+~").split("=", 1)[0] for override in overrides}
+
+
+def reconcile_codebook_size(cfg: DictConfig, overrides: Collection[str] = ()) -> None:
+    """Makes ``codebook.size`` the true size of a scalar quantizer's codebook (FSQ, SFSQ), in place.
+
+    Their codebook is the product of ``quantizer.levels``, so the levels are the source of truth: given levels
+    set ``codebook.size``; without levels, ``codebook.size`` picks the FSQ paper's levels (table 1), whose product
+    may differ (1024 -> [8,5,5,5], 1000 codes). Either way the config then records the levels and the real size.
+    ``codebook.size`` and ``quantizer.levels`` both given on the command line (``overrides``) must agree.
+    """
+    if "levels" not in cfg.quantizer:
+        return
+    levels = cfg.quantizer.levels
+    if levels is None:
+        try:
+            levels = levels_for_codebook_size(cfg.codebook.size)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+    size = math.prod(levels)
+    if size == cfg.codebook.size:
+        cfg.quantizer.levels = list(levels)
+        return
+    if {"codebook.size", "quantizer.levels"} <= _override_keys(overrides):
+        raise ConfigError(
+            f"quantizer.levels={list(levels)} give {size} codes but codebook.size={cfg.codebook.size}; "
+            f"give one of them (the levels define the codebook), or codebook.size={size}"
+        )
+    log.info(
+        "quantizer.levels=%s give %d codes: codebook.size=%d (not %d)", list(levels), size, size, cfg.codebook.size
+    )
+    cfg.codebook.size = size
+    cfg.quantizer.levels = list(levels)
 
 
 def build_quantizer(quantizer_cfg: DictConfig) -> tuple[Quantizer, dict[str, float]]:

@@ -22,6 +22,7 @@ from vqbench.build import (
     build_training_module,
     check_config,
     effective_size_splits,
+    reconcile_codebook_size,
 )
 from vqbench.errors import CheckpointError, ConfigError, VqbenchError
 from vqbench.metrics.aggregate import MAX_DISTINCT_TOKENS
@@ -41,6 +42,21 @@ log = logging.getLogger("vqbench")
 EVAL_OVERRIDABLE = ("data", "metrics", "trainer", "seed")
 #: Nodes that define the trained network: overriding them at evaluation time cannot match the weights.
 EVAL_FROZEN = ("model", "quantizer", "codebook", "data.pixel_mean", "data.pixel_std")
+#: The trainer.* keys an evaluation (``trainer.test``) uses. The others (max_steps, val_check_interval, ...) only
+#: shape a training: overriding them at evaluation time is refused instead of silently ignored.
+EVAL_TRAINER_KEYS = (
+    "accelerator",
+    "devices",
+    "num_nodes",
+    "strategy",
+    "precision",
+    "deterministic",
+    "benchmark",
+    "enable_progress_bar",
+    "enable_model_summary",
+)
+#: Command-line keys that say how to run the evaluation, not what to evaluate.
+EVAL_RUN_KEYS = ("eval", "ckpt", "hydra")
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
@@ -97,6 +113,7 @@ def _finished_results(cfg: DictConfig, out: Path) -> dict | None:
 
 def train(cfg: DictConfig) -> dict[str, float]:
     check_config(cfg)
+    reconcile_codebook_size(cfg, _task_overrides())
     out = _output_dir()
     finished = _finished_results(cfg, out)
     if finished is not None:
@@ -195,6 +212,25 @@ def _touches(override: str, node: str) -> bool:
     return key == node or key.startswith(node + ".")
 
 
+def _check_evaluation_override(override: str) -> None:
+    """Refuses a command-line override that evaluation could not honour, naming what it accepts instead."""
+    key = override.lstrip("+~").split("=", 1)[0]
+    for node in EVAL_FROZEN:
+        if _touches(override, node):
+            raise ConfigError(f"'{override}': the {node} is fixed by the checkpoint; evaluate without overriding it")
+    if _touches(override, "trainer") and key != "trainer" and key.split(".", 1)[1] not in EVAL_TRAINER_KEYS:
+        raise ConfigError(
+            f"'{override}' does not apply to evaluation; of trainer.*, evaluation takes "
+            + ", ".join(f"trainer.{k}" for k in EVAL_TRAINER_KEYS)
+        )
+    allowed = EVAL_OVERRIDABLE + EVAL_RUN_KEYS
+    if not any(key == node or key.startswith((node + ".", node + "/")) for node in allowed):
+        raise ConfigError(
+            f"'{override}' does not apply to evaluation, which takes data.*, metrics.*, trainer.* and seed "
+            "overrides (training settings come from the checkpoint)"
+        )
+
+
 def evaluation_config(trained: DictConfig, cfg: DictConfig, overrides: list[str]) -> DictConfig:
     """The checkpoint's config with the command line's changes to the nodes in EVAL_OVERRIDABLE.
 
@@ -204,11 +240,7 @@ def evaluation_config(trained: DictConfig, cfg: DictConfig, overrides: list[str]
     """
     merged = trained.copy()
     for override in overrides:
-        for node in EVAL_FROZEN:
-            if _touches(override, node):
-                raise ConfigError(
-                    f"'{override}': the {node} is fixed by the checkpoint; evaluate without overriding it"
-                )
+        _check_evaluation_override(override)
     for node in EVAL_OVERRIDABLE:
         keys = [o.lstrip("+~").split("=", 1)[0] for o in overrides if _touches(o, node)]
         if node in keys:
@@ -232,6 +264,15 @@ SSIM_PROTOCOLS = {
 }
 
 
+def evaluation_trainer_settings(eval_cfg: DictConfig) -> dict:
+    """The lightning.Trainer arguments of an evaluation: the config's values of EVAL_TRAINER_KEYS."""
+    settings = OmegaConf.to_container(eval_cfg.trainer, resolve=True)
+    settings = {key: value for key, value in settings.items() if key in EVAL_TRAINER_KEYS}
+    if eval_cfg.metrics.get("precision"):  # a recipe's evaluation precision (the ImageNet-128 tables: fp32)
+        settings["precision"] = eval_cfg.metrics.precision
+    return settings
+
+
 def evaluate_checkpoint(
     eval_cfg: DictConfig, payload: dict, ckpt: str, out: Path
 ) -> tuple[dict[str, float], dict, dict[str, str]]:
@@ -249,16 +290,11 @@ def evaluate_checkpoint(
     if eval_cfg.metrics.get("save_reconstructions", False):
         callbacks.append(SaveReconstructions(out / "reconstructions"))
     trainer_settings = dict(
-        accelerator=eval_cfg.trainer.accelerator,
-        devices=eval_cfg.trainer.devices,
-        num_nodes=eval_cfg.trainer.get("num_nodes", 1),
-        strategy=eval_cfg.trainer.get("strategy", "auto"),
-        precision=eval_cfg.metrics.get("precision") or eval_cfg.trainer.precision,
+        evaluation_trainer_settings(eval_cfg),
         # Every process gets distinct images (StridedShardSampler); Lightning's sampler would pad with repeats.
         use_distributed_sampler=False,
         logger=False,
         enable_checkpointing=False,
-        enable_progress_bar=eval_cfg.trainer.enable_progress_bar,
     )
     trainer = _trainer(**trainer_settings, callbacks=callbacks)
     metrics = _plain(trainer.test(module, datamodule=datamodule, verbose=False)[0])
@@ -315,6 +351,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     overrides = _task_overrides()
     eval_cfg = evaluation_config(trained, cfg, overrides)
     check_config(eval_cfg)
+    reconcile_codebook_size(eval_cfg)  # checkpoints written before the levels defined codebook.size
     out = _output_dir()
     L.seed_everything(eval_cfg.seed, workers=True, verbose=False)
     metrics, protocol, unavailable = evaluate_checkpoint(eval_cfg, payload, cfg.ckpt, out)

@@ -14,6 +14,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
+from vqbench.build import reconcile_codebook_size
 from vqbench.errors import ConfigError
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -28,6 +29,8 @@ def compose_config(overrides: list[str]) -> DictConfig:
         )
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return compose(config_name="config", overrides=list(overrides))
+            cfg = compose(config_name="config", overrides=list(overrides))
     except (HydraException, OmegaConfBaseException) as error:
         raise ConfigError(f"{' '.join(overrides)}: {str(error).splitlines()[0]}") from None
+    reconcile_codebook_size(cfg, overrides)  # as run.py does: FSQ levels define codebook.size
+    return cfg

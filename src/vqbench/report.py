@@ -33,11 +33,16 @@ def _override_columns(overrides: list[str]) -> dict[str, str]:
     return columns
 
 
+def _natural_order(path: Path) -> list[tuple[int, int, str]]:
+    """Sort key: numeric folder names (Hydra's job numbers) by value, before any other names, which sort by text."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in path.parts]
+
+
 def collect(directory: Path) -> list[dict]:
     """One entry per metrics.json below ``directory``, in path order:
     {'job', 'kind', 'overrides', 'metrics', 'config', 'choices', 'written_at'}."""
     rows = []
-    for path in sorted(directory.rglob(METRICS_FILE), key=lambda p: [int(s) if s.isdigit() else s for s in p.parts]):
+    for path in sorted(directory.rglob(METRICS_FILE), key=_natural_order):
         try:
             record = read_metrics(path)
         except (OSError, ValueError) as error:

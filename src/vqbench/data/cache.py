@@ -4,9 +4,9 @@ Decoding full-size JPEGs is what starves a small tokenizer: CelebA at 64x64 need
 second, far more than a few CPU cores decode. The cache stores the preprocessed pixels as one N x C x H x W uint8
 ``.npy`` file that later runs memory-map, so an item is a slice copy.
 
-File names carry the source's fingerprint (files, sizes, modification times, transform, channels): a changed source or
-preprocessing gives a new file, i.e. a rebuild. The array is written under a temporary name and renamed, and the
-``.json`` beside it is written last, so an interrupted build is never mistaken for a finished cache.
+File names carry the source's fingerprint (files, sizes, modification times, transform, channels, skip_corrupt): a
+changed source or preprocessing gives a new file, i.e. a rebuild. The array is written under a temporary name and
+renamed, and the ``.json`` beside it is written last, so an interrupted build is never mistaken for a finished cache.
 """
 
 from __future__ import annotations

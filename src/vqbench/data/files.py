@@ -69,9 +69,12 @@ class ImageFiles(Dataset):
 
     def fingerprint(self) -> str:
         """A hash of everything the preprocessed pixels depend on: each file's path, size and modification time, the
-        transform and the channel count. Stat-ing 200k files takes about a second, far less than decoding them."""
+        transform, the channel count and ``skip_corrupt`` (a cache that left out unreadable images must not serve a
+        run that asked for them to be an error). Stat-ing 200k files takes about a second, far less than decoding
+        them."""
         digest = hashlib.sha256()
-        digest.update(json.dumps({"transform": repr(self.transform), "channels": self.channels, "version": 1}).encode())
+        settings = {"transform": repr(self.transform), "channels": self.channels, "skip_corrupt": self.skip_corrupt}
+        digest.update(json.dumps({**settings, "version": 1}).encode())
         for path in self.files:
             stat = os.stat(path)
             digest.update(f"{path.relative_to(self.root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())

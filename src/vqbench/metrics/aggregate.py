@@ -35,8 +35,12 @@ class MeanPerImage(Metric):
 
 
 class CodebookUsage(Metric):
-    """Histogram of token ids; reports usage (used codes / K), perplexity and the number of used codes (the
-    effective codebook size). Indices of any shape are counted element-wise (every stage of an RVQ).
+    """Histogram of token ids; reports usage (used codes / K), perplexity and the effective codebook size.
+    Usage and perplexity count the ids element-wise, whatever the shape of the indices (every stage of an RVQ).
+
+    The effective codebook size is the number of distinct tokens seen. A token is the id at one position of
+    B x H x W indices, or the R-vector of ids at one position of B x H x W x R indices (an RVQ's stages), so two
+    tokens that share a stage-0 id but differ at stage 1 count twice.
 
     perplexity = exp(-sum_k p_k log p_k) with p the normalised histogram: K for perfectly uniform use, 1 when a
     single code takes every token.
@@ -57,6 +61,8 @@ class CodebookUsage(Metric):
         self.codebook_size = codebook_size
         self.window = window
         self.add_state("counts", default=torch.zeros(codebook_size, dtype=torch.long), dist_reduce_fx="sum")
+        # distinct R-vectors of multi-stage indices (empty for B x H x W indices, whose histogram says it all)
+        self.add_state("tokens", default=[], dist_reduce_fx="cat")
         if window is not None:
             # -1 marks an empty slot; the queue is kept right-aligned (newest tokens last)
             self.add_state("recent", default=torch.full((window,), -1, dtype=torch.long), dist_reduce_fx="cat")
@@ -68,13 +74,14 @@ class CodebookUsage(Metric):
     def update(self, indices: Tensor) -> None:
         flat = indices.flatten()
         self.counts += torch.bincount(flat, minlength=self.codebook_size)
+        if indices.dim() == 4:
+            self.tokens.append(torch.unique(indices.reshape(-1, indices.shape[-1]), dim=0))
         if self.window is not None:
             capacity = self._capacity()
             queue = torch.cat([self.recent[self.window - capacity :], flat])[-capacity:]
             self.recent = torch.cat([self.recent.new_full((self.window - capacity,), -1), queue])
 
     def compute(self) -> dict[str, Tensor]:
-        used_anywhere = (self.counts > 0).sum()
         counts = self.counts
         if self.window is not None:
             recent = self.recent.flatten()
@@ -83,8 +90,15 @@ class CodebookUsage(Metric):
         return {
             "codebook_usage": used.double() / self.codebook_size,
             "perplexity": perplexity_from_counts(counts),
-            "effective_codebook_size": used_anywhere.double(),
+            "effective_codebook_size": self._distinct_tokens(),
         }
+
+    def _distinct_tokens(self) -> Tensor:
+        # a list of per-batch rows, or after a multi-process sync one tensor (empty when no rank saw R-vectors)
+        tokens = self.tokens if isinstance(self.tokens, Tensor) else torch.cat(self.tokens) if self.tokens else None
+        if tokens is None or tokens.numel() == 0:
+            return (self.counts > 0).sum().double()
+        return torch.tensor(float(torch.unique(tokens, dim=0).shape[0]), dtype=torch.float64)
 
 
 #: Distinct token vectors a DistinctTokens keeps (0.5 GB of 64-d int64 vectors); beyond it, it stops counting.

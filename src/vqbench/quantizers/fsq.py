@@ -14,7 +14,9 @@ FSQ-pytorch and Doraemonzzz/vector-quantize (``quantizers/fsq.py``, the ImageNet
 / 2 and shift = tan(offset / half). Both give the same L values per channel; the bounded values differ by up to 0.2 %.
 
 There is no auxiliary loss. ``codebook.dim`` vectors are projected to len(levels) channels and back by linear maps
-(identity when the two agree). When no levels are given they come from the paper's table for the codebook size.
+(identity when the two agree). When no levels are given they come from the paper's table for the codebook size
+(whose product may differ from it: 1024 -> [8,5,5,5], 1000 codes); levels and a codebook size given together must
+agree.
 """
 
 from __future__ import annotations
@@ -57,6 +59,11 @@ class _ScalarQuantizer(Quantizer):
 
     def __init__(self, dim: int, levels: list[int] | None, codebook_size: int | None):
         super().__init__(dim)
+        if levels and codebook_size is not None and math.prod(int(level) for level in levels) != codebook_size:
+            raise ValueError(
+                f"quantizer.levels={list(levels)} give {math.prod(int(level) for level in levels)} codes but "
+                f"codebook.size={codebook_size}; the levels define the codebook, so give codebook.size to match"
+            )
         levels = list(levels) if levels else levels_for_codebook_size(codebook_size)
         if any(int(level) < 2 for level in levels):
             raise ValueError(f"every FSQ level must be an integer >= 2, got quantizer.levels={levels}")

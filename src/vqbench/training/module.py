@@ -30,9 +30,11 @@ from functools import partial
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.strategies import DDPStrategy
 from torch import Tensor, nn
 from torchmetrics import Metric
 
+from vqbench.errors import ConfigError
 from vqbench.losses import adaptive_weight, discriminator_loss, generator_loss, last_layer_weight, lecam_regularizer
 from vqbench.metrics import CodebookUsage, DistinctTokens, MeanPerImage, l1, psnr, ssim
 from vqbench.models.tokenizer import Tokenizer
@@ -173,6 +175,17 @@ class TokenizerModule(L.LightningModule):
 
     # --- training ------------------------------------------------------------------------------------------------
 
+    def setup(self, stage: str) -> None:
+        # A GAN step makes two backward passes over disjoint parameters: the generator's (discriminator frozen) and
+        # the discriminator's (tokenizer untouched). DDP's reducer spans every trainable parameter of this module
+        # and, unless told to look for unused ones, waits in each backward for gradients the other network never
+        # gets ("parameters that were not used"). The strategy has not wrapped the module yet at this point, so
+        # the flag still reaches DistributedDataParallel. Its price: each backward also all-reduces the other
+        # network's (zero) gradient buckets, and walks the autograd graph once.
+        strategy = self.trainer.strategy
+        if self.discriminator is not None and isinstance(strategy, DDPStrategy):
+            strategy._ddp_kwargs["find_unused_parameters"] = True
+
     def adversarial_active(self, step: int) -> bool:
         """Whether the generator loss has its adversarial term at ``step``."""
         return self.discriminator is not None and step >= self.adversarial.start_step
@@ -191,8 +204,13 @@ class TokenizerModule(L.LightningModule):
             nll = nll + self.perceptual_weight * terms["perceptual"]
         total = nll
         for name, value in quantized.losses.items():
+            if name not in self.loss_weights:  # an unweighted term would silently not train anything
+                raise ConfigError(
+                    f"the quantizer returns a '{name}' loss but its config has no quantizer.{name}_weight; "
+                    f"add quantizer.{name}_weight=VALUE (0 turns the term off)"
+                )
             terms[name] = value
-            total = total + self.loss_weights.get(name, 0.0) * value
+            total = total + self.loss_weights[name] * value
         if self.adversarial_active(step):
             g_loss = generator_loss(self.adversarial.loss, self.discriminator(reconstruction))
             if self.adversarial.adaptive:
@@ -283,7 +301,13 @@ class TokenizerModule(L.LightningModule):
         if s.schedule == "exponential":
             scheduler = torch.optim.lr_scheduler.ExponentialLR(g_opt, gamma=s.gamma)
             return optimizers, [{"scheduler": scheduler, "interval": "epoch"}]
-        total = self.trainer.max_steps if self.trainer.max_steps > 0 else int(self.trainer.estimated_stepping_batches)
+        total = self.trainer.max_steps if self.trainer.max_steps > 0 else self.trainer.estimated_stepping_batches
+        if s.schedule_steps is None and not 0 < total < float("inf"):
+            raise ConfigError(
+                f"optimizer.schedule={s.schedule} decays over the whole training, which has no end here; "
+                "set trainer.max_steps (or trainer.max_epochs, or optimizer.schedule_steps)"
+            )
+        total = int(total) if total < float("inf") else 0
         scheduler = torch.optim.lr_scheduler.LambdaLR(g_opt, lambda step: lr_factor(step, total, s))
         return optimizers, [scheduler]
 
