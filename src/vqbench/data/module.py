@@ -3,6 +3,10 @@
 Sources are ``make_dataset(split)`` factories (split in train / val / test) whose items are uint8 C x H x W tensors.
 Batches travel to the accelerator as uint8 and become floats in [-1, 1] there (``on_after_batch_transfer``), where
 the training batch also gets its random horizontal flip: the loader workers only decode, crop and resize.
+
+The training order, crops and flips are functions of the run's seed, the epoch, the item and the step
+(``vqbench.randomness``), and the loader's position is checkpointed (``vqbench.data.resumable``), so a resumed
+training sees exactly the batches of the uninterrupted one.
 """
 
 from __future__ import annotations
@@ -16,9 +20,12 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from vqbench.data.cache import CachedImages, build_cache
+from vqbench.data.check import check_files
 from vqbench.data.files import ImageFiles
+from vqbench.data.resumable import ResumableLoader, ResumableShuffle, SeededItems
 from vqbench.data.sampler import StridedShardSampler
 from vqbench.errors import DataError
+from vqbench.randomness import derived_seed
 
 log = logging.getLogger("vqbench.data")
 
@@ -30,9 +37,11 @@ def to_model_range(images: Tensor) -> Tensor:
     return images.float().div_(127.5).sub_(1.0)
 
 
-def random_horizontal_flip(images: Tensor) -> Tensor:
-    """Flips each image of the batch with probability 1/2; the coin flips are drawn on the batch's device (no sync)."""
-    flip = torch.rand(images.shape[0], 1, 1, 1, device=images.device) < 0.5
+def random_horizontal_flip(images: Tensor, seed: int) -> Tensor:
+    """Flips each image of the batch with probability 1/2; the coin flips are drawn on the batch's device (no sync)
+    from a generator seeded with ``seed``."""
+    generator = torch.Generator(images.device).manual_seed(seed)
+    flip = torch.rand(images.shape[0], 1, 1, 1, device=images.device, generator=generator) < 0.5
     return torch.where(flip, images.flip(-1), images)
 
 
@@ -49,7 +58,8 @@ class ImageDataModule(L.LightningDataModule):
 
     ``flip``: random horizontal flips of training batches. ``cache``: decode and preprocess each file-based split
     once into a memory-mapped uint8 array (see ``vqbench.data.cache``) under ``cache_dir`` (default: a
-    ``.vqbench_cache`` folder in the dataset's root).
+    ``.vqbench_cache`` folder in the dataset's root). ``seed``: the run's seed, from which the training order, crops
+    and flips are derived.
     """
 
     def __init__(
@@ -65,6 +75,7 @@ class ImageDataModule(L.LightningDataModule):
         cache_dir: str | None = None,
         root: str | None = None,
         skip_corrupt: bool = False,
+        seed: int = 0,
     ):
         super().__init__()
         self.make_dataset = make_dataset
@@ -78,7 +89,9 @@ class ImageDataModule(L.LightningDataModule):
         self.cache_dir = cache_dir
         self.root = root  # used by make_dataset through the config; kept for the record
         self.skip_corrupt = skip_corrupt
+        self.seed = seed
         self.datasets: dict[str, Dataset] = {}
+        self.train_sampler: ResumableShuffle | None = None
 
     def source(self, split: str) -> Dataset:
         """The uncached dataset of a split. Raises DataError on a missing root, wrong layout or empty split."""
@@ -107,31 +120,43 @@ class ImageDataModule(L.LightningDataModule):
             self.datasets[split] = self._cached(split, source) if self.cache else source
         return self.datasets[split]
 
-    def check(self, splits: tuple[str, ...] = SPLITS) -> None:
-        """Opens the splits and decodes one image of each, so bad data fails before the first training step."""
+    def check(self, splits: tuple[str, ...] = SPLITS, world_size: int = 1) -> None:
+        """Fails before the first training step on bad data: opens the splits, reads every image file of each
+        (``vqbench.data.check``; not with ``skip_corrupt``, which skips unreadable files as they come) or, for an
+        in-memory source, its first item, and makes sure the train split fills at least one batch on each of the
+        ``world_size`` processes."""
         for split in splits:
             dataset = self.dataset(split)
-            if dataset[0] is None:
+            if isinstance(dataset, ImageFiles) and not self.skip_corrupt:
+                check_files(dataset, split, self.num_workers, self.cache_dir)
+            elif dataset[0] is None:
                 log.warning("the first %s image is unreadable (skipped)", split)
+        if "train" in splits and len(self.dataset("train")) < self.batch_size * world_size:
+            raise DataError(
+                f"the train split has {len(self.dataset('train'))} images, fewer than one batch "
+                f"(data.batch_size={self.batch_size} x {world_size} processes); lower data.batch_size"
+            )
 
-    def _loader(self, split: str, batch_size: int, shuffle: bool, sampler=None) -> DataLoader:
-        return DataLoader(
-            self.dataset(split),
+    def _loader(self, dataset: Dataset, batch_size: int, sampler=None, loader=DataLoader) -> DataLoader:
+        return loader(
+            dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
             sampler=sampler,
             num_workers=self.num_workers,
-            drop_last=shuffle,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
             collate_fn=collate_skipping_none if self.skip_corrupt else None,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", self.batch_size, shuffle=True)
+        """Shuffled by (seed, epoch), sharded over the processes, full batches only; resumable at any batch."""
+        dataset = self.dataset("train")
+        rank, world_size = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        self.train_sampler = ResumableShuffle(dataset, self.batch_size, self.seed, rank, world_size)
+        return self._loader(SeededItems(dataset), self.batch_size, self.train_sampler, loader=ResumableLoader)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", self.eval_batch_size, shuffle=False)
+        return self._loader(self.dataset("val"), self.eval_batch_size)
 
     def test_dataloader(self) -> DataLoader:
         """In order; under N processes image i goes to process i mod N, none repeated (the evaluation trainer
@@ -139,11 +164,18 @@ class ImageDataModule(L.LightningDataModule):
         sampler = None
         if self.trainer is not None and self.trainer.world_size > 1:
             sampler = StridedShardSampler(len(self.dataset("test")), self.trainer.global_rank, self.trainer.world_size)
-        return self._loader("test", self.eval_batch_size, shuffle=False, sampler=sampler)
+        return self._loader(self.dataset("test"), self.eval_batch_size, sampler=sampler)
 
     def on_after_batch_transfer(self, batch: Tensor, dataloader_idx: int) -> Tensor:
         if batch.dtype == torch.uint8:
             batch = to_model_range(batch)
-        if self.flip and self.trainer is not None and self.trainer.training:
-            batch = random_horizontal_flip(batch)
+        trainer = self.trainer
+        if trainer is not None and trainer.training:
+            # Called once per batch that reaches training_step (after any prefetching): the loader's position.
+            if self.train_sampler is not None:
+                self.train_sampler.batch_trained()
+            if self.flip:
+                batch = random_horizontal_flip(
+                    batch, derived_seed(self.seed, "flip", trainer.global_step, trainer.global_rank)
+                )
         return batch
