@@ -57,7 +57,6 @@ def run_in_process(*overrides: str, out: Path) -> tuple[int, str]:
     task = cfg.copy()
     with open_dict(task):
         del task["hydra"]
-    out.mkdir(parents=True, exist_ok=True)
     from vqbench.cli import run
 
     printed = io.StringIO()

@@ -3,13 +3,18 @@ one ends (metrics and every tensor of the final checkpoint), on the CPU."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.conftest import run_in_process
+from tests.conftest import ROOT, run_cli, run_in_process
 from vqbench.training.module import TokenizerModule
 
 #: 16 training crops at batch 4: an epoch is 4 steps, so 10 steps cross two epoch boundaries.
@@ -57,10 +62,10 @@ def _final(out: Path) -> tuple[dict, dict]:
     return metrics, state
 
 
-def _assert_identical(resumed: Path, uninterrupted: Path) -> None:
+def _assert_identical(resumed: Path, uninterrupted: Path, steps: int = 10) -> None:
     (metrics, state), (expected_metrics, expected_state) = _final(resumed), _final(uninterrupted)
     assert metrics == expected_metrics
-    assert state["global_step"] == expected_state["global_step"] == 10
+    assert state["global_step"] == expected_state["global_step"] == steps
     weights, expected = state["state_dict"], expected_state["state_dict"]
     assert weights.keys() == expected.keys()
     for name, tensor in expected.items():
@@ -116,3 +121,57 @@ def test_a_shorter_run_continued_with_ckpt_ends_like_the_long_one(stop, uninterr
     status, output = run_in_process(*SHORT, f"ckpt={ckpt}", out=tmp_path / "continued")
     assert status == 0, output
     _assert_identical(tmp_path / "continued", uninterrupted["default"])
+
+
+# --- real processes killed with SIGKILL ------------------------------------------------------------------------------
+
+WRITER = """
+import sys, torch
+from vqbench.training.checkpoints import AtomicCheckpointIO
+for version in range(1000):
+    print(version, flush=True)
+    checkpoint = {"version": version, "payload": torch.full((2**25,), float(version))}
+    AtomicCheckpointIO().save_checkpoint(checkpoint, sys.argv[1])
+"""
+
+
+def test_a_kill_during_a_checkpoint_write_leaves_the_previous_checkpoint(tmp_path):
+    path = tmp_path / "last.ckpt"
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        while int(writer.stdout.readline()) < 2:  # versions 0 and 1 are complete once "2" is printed
+            pass
+        partial, deadline = tmp_path / ".last.ckpt.partial", time.monotonic() + 5
+        while not (partial.is_file() and partial.stat().st_size) and time.monotonic() < deadline:
+            time.sleep(0.001)
+        writer.send_signal(signal.SIGKILL)  # while 128 MiB of version 2 are being written
+    finally:
+        writer.kill()
+        writer.wait()
+    checkpoint = torch.load(path, weights_only=True)
+    assert checkpoint["version"] in (1, 2)
+    assert torch.equal(checkpoint["payload"], torch.full((2**25,), float(checkpoint["version"])))
+
+
+@pytest.mark.slow
+def test_a_training_killed_with_sigkill_resumes_to_the_uninterrupted_result(tmp_path):
+    args = [*SHORT, "trainer.max_steps=60", "trainer.val_check_interval=20", "checkpoint.every_n_steps=2"]
+    run_cli(*args, f"hydra.run.dir={tmp_path / 'reference'}", cwd=tmp_path)
+    out = tmp_path / "killed"
+    command = [sys.executable, str(ROOT / "run.py"), *args, f"hydra.run.dir={out}"]
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        step, deadline = 0, time.monotonic() + 600
+        while step < 6 and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+            with contextlib.suppress(FileNotFoundError):
+                step = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+        assert process.poll() is None, "the run ended before it could be killed"
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait()
+    assert not (out / "metrics.json").exists()
+    run_cli(*args, f"hydra.run.dir={out}", cwd=tmp_path)  # the same command again
+    assert "resuming the interrupted job" in (out / "run.log").read_text()
+    _assert_identical(out, tmp_path / "reference", steps=60)

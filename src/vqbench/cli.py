@@ -158,11 +158,31 @@ class FailedJobsSummary(Callback):
         lines = [f"error: {len(failures)} job(s) of the sweep in {sweep} failed; the others ran:"]
         for directory, record in failures:
             overrides = " ".join(record.get("overrides", []))
-            lines.append(f"  {directory} ({overrides}) at step {record.get('step')}: {record.get('error')}")
+            step = "" if record.get("step") is None else f" at step {record['step']}"
+            lines.append(f"  {directory} ({overrides}){step}: {record.get('error')}")
         lines.append("Fix the cause and re-run the same command: it retries only the failed and unfinished jobs.")
         print("\n".join(lines), file=sys.stderr)
         statuses = {record.get("exit_status", FAILURE_STATUS) for _, record in failures}
         raise SystemExit(USER_ERROR_STATUS if statuses == {USER_ERROR_STATUS} else FAILURE_STATUS)
+
+
+class WritableOutput(Callback):
+    """Hydra callback (``hydra.callbacks``): the run's (or the sweep's) output folder must take files. Checked before
+    Hydra creates it, so that an unwritable ``hydra.run.dir`` / ``hydra.sweep.dir`` is one line, not a traceback."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._require(Path(config.hydra.run.dir), "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._require(Path(config.hydra.sweep.dir), "hydra.sweep.dir")
+
+    @staticmethod
+    def _require(folder: Path, key: str) -> None:
+        try:
+            _check_writable(folder, key)
+        except OutputError as error:
+            print(f"error: {error}", file=sys.stderr)
+            raise SystemExit(USER_ERROR_STATUS) from None
 
 
 def _output_dir() -> Path:
@@ -235,15 +255,18 @@ def _resolved(cfg: DictConfig) -> dict:
 
 def config_differences(trained: DictConfig, requested: DictConfig, may_change: tuple[str, ...]) -> list[str]:
     """The dotted keys whose values differ between two configs, except those under ``may_change``, as
-    ``key (trained -> requested)``."""
+    ``key (trained -> requested)``. A node built from another class (its ``_target_`` differs, e.g. another
+    quantizer) is one entry, not one per key."""
     old, new = _flatten(_resolved(trained)), _flatten(_resolved(requested))
-    differences = []
-    for key in sorted(old.keys() | new.keys()):
-        if any(key == p or key.startswith(p + ".") for p in may_change):
-            continue
-        if old.get(key, "absent") != new.get(key, "absent"):
-            differences.append(f"{key} ({old.get(key, 'absent')} -> {new.get(key, 'absent')})")
-    return differences
+    keys = [
+        key
+        for key in sorted(old.keys() | new.keys())
+        if old.get(key, "absent") != new.get(key, "absent")
+        and not any(key == p or key.startswith(p + ".") for p in may_change)
+    ]
+    replaced = [key.removesuffix("._target_") for key in keys if key.endswith("._target_")]
+    keys = [k for k in keys if k.endswith("._target_") or not any(k.startswith(n + ".") for n in replaced)]
+    return [f"{key} ({old.get(key, 'absent')} -> {new.get(key, 'absent')})" for key in keys]
 
 
 def _check_resumable(payload: dict, cfg: DictConfig, ckpt: str) -> None:
@@ -349,7 +372,7 @@ def train(cfg: DictConfig, progress: Progress | None = None) -> dict[str, float]
     return metrics
 
 
-def _check_writable(out: Path) -> None:
+def _check_writable(out: Path, key: str = "hydra.run.dir") -> None:
     """The output folder must take files before any work is done (its checkpoints and metrics.json)."""
     probe = out / f".write-test-{os.getpid()}"
     try:
@@ -359,7 +382,7 @@ def _check_writable(out: Path) -> None:
     except OSError as error:
         raise OutputError(
             f"cannot write into the output folder {out} ({error.strerror or error}); choose a writable one with "
-            "hydra.run.dir=... (or hydra.sweep.dir=... for a multirun)"
+            f"{key}=..."
         ) from None
 
 
@@ -391,15 +414,23 @@ def load_checkpoint(path: str | None, purpose: str = "evaluate") -> dict:
     try:
         payload = torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        detail = str(error).split("WeightsUnpickler error:")[-1].strip().splitlines()[0]
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        skip = ("Please file an issue", "Check the documentation")
+        detail = next((line for line in lines[1:] if not line.startswith(skip)), lines[0] if lines else "")
+        if "GLOBAL" in detail:  # the pickle names a function or class to call: code, which weights_only refuses
+            raise CheckpointError(
+                f"ckpt={path} is not a tensors-only checkpoint ({detail}); vqbench never runs code from a checkpoint. "
+                f"Give a checkpoints/last.ckpt written by `python run.py` to {purpose}"
+            ) from None
         raise CheckpointError(
-            f"ckpt={path} is not a tensors-only checkpoint ({detail}); vqbench never runs code from a checkpoint. "
-            f"Give a checkpoints/last.ckpt written by `python run.py` to {purpose}"
-        ) from None
-    except Exception as error:  # torch raises several types for truncated or corrupt files
-        raise CheckpointError(
-            f"ckpt={path} cannot be read as a checkpoint ({error}); it may be truncated or not a checkpoint. Give a "
+            f"ckpt={path} cannot be read as a checkpoint ({detail}); it is truncated or not a checkpoint. Give a "
             f"complete checkpoints/last.ckpt written by `python run.py` to {purpose}"
+        ) from None
+    except Exception as error:  # torch raises KeyError, EOFError, RuntimeError, ... for truncated or foreign files
+        detail = str(error).split(". ")[0] or "the file ends early"
+        raise CheckpointError(
+            f"ckpt={path} cannot be read as a checkpoint ({type(error).__name__}: {detail}); it is truncated or not a "
+            f"checkpoint. Give a complete checkpoints/last.ckpt written by `python run.py` to {purpose}"
         ) from None
     if not isinstance(payload, dict) or "state_dict" not in payload or not payload.get("vqbench_config"):
         raise CheckpointError(

@@ -22,15 +22,15 @@ from vqbench.errors import OutputError
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """torch.save into ``.NAME.partial-PID`` beside the target, fsync, then ``os.replace``.
+    """torch.save into ``.NAME.partial`` beside the target, fsync, then ``os.replace``.
 
     A failed write (disk full, quota, permissions) removes the partial file, keeps the previous checkpoint and
-    raises OutputError naming the file.
+    raises OutputError naming the file. A partial file left by a killed process is overwritten by the next save.
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         target = Path(path)
-        partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
+        partial = target.with_name(f".{target.name}.partial")
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             with open(partial, "wb") as file:
