@@ -38,13 +38,24 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 file.flush()
                 os.fsync(file.fileno())
             os.replace(partial, target)
-        except OSError as error:
+        except (OSError, RuntimeError) as error:
+            # torch's zip writer reports a failed write (ENOSPC, EFBIG, EDQUOT) as a RuntimeError raised while it
+            # handles the OSError: find the OSError in the chain, or let the RuntimeError (not a write failure) be.
+            cause = _os_error(error)
+            if cause is None:
+                raise
             with contextlib.suppress(OSError):
                 partial.unlink()
             raise OutputError(
-                f"cannot write the checkpoint {target} ({error.strerror or error}); the previous checkpoint is kept. "
+                f"cannot write the checkpoint {target} ({cause.strerror or cause}); the previous checkpoint is kept. "
                 "Free disk space or choose a writable output folder (hydra.run.dir=... / hydra.sweep.dir=...)"
             ) from None
+
+
+def _os_error(error: BaseException | None) -> OSError | None:
+    while error is not None and not isinstance(error, OSError):
+        error = error.__cause__ or error.__context__
+    return error
 
 
 class LastCheckpoint(L.Callback):
