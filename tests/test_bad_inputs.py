@@ -16,6 +16,8 @@ import pytest
 import torch
 
 from tests.conftest import TINY, TINY_TRAINING, run_in_process
+from tests.test_config import compose_cfg
+from vqbench.build import build_datamodule, build_training_module, check_shapes
 from vqbench.data.fixtures import write_celeba, write_fashion_mnist, write_imagenet, write_png_folder
 
 #: TINY's data and steps, for another model.
@@ -208,6 +210,10 @@ CASES: dict[str, Setup] = {
         ],
         "data.resolution=16 is too small for the discriminator (PatchDiscriminator)",
     ),
+    "perceptual network too deep": lambda s, t: (
+        [*TINY, "loss=perceptual", "loss.perceptual.pretrained=false", "data.resolution=8"],
+        "data.resolution=8 is too small for the perceptual network (LPIPS) (PerceptualLoss)",
+    ),
     "lr=-1": lambda s, t: ([*TINY, "optimizer.lr=-1"], "optimizer.lr must be a positive number (e.g. 4e-4), got -1"),
     "lr=0": lambda s, t: ([*TINY, "optimizer.lr=0"], "optimizer.lr must be a positive number"),
     "lr=fast": lambda s, t: (
@@ -387,6 +393,16 @@ def _digests(folder: Path) -> dict[str, str]:
 
 def test_the_battery_has_at_least_forty_cases():
     assert len(CASES) >= 40
+
+
+def test_the_shape_check_leaves_every_network_untouched():
+    cfg = compose_cfg([*TINY, "loss=vqgan", "loss.perceptual.pretrained=false", "loss.discriminator.layers=2"])
+    module = build_training_module(cfg)
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    check_shapes(cfg, module, build_datamodule(cfg))
+    after = module.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    assert not any(t.is_meta for t in [*module.parameters(), *module.buffers()])
 
 
 @pytest.mark.parametrize("name", list(CASES))

@@ -6,6 +6,7 @@ caught and reported with the fix, before any training starts.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import logging
 from typing import Any
@@ -218,13 +219,17 @@ def build_evaluation_metrics(cfg: DictConfig, image_size: tuple[int, int]) -> tu
 
 
 def _meta_trace(network: nn.Module, *inputs: Tensor) -> Tensor:
-    """``network(*inputs)`` on the meta device: shapes only, no memory and no arithmetic, real weights untouched."""
-    meta = {
-        name: torch.empty_like(tensor, device="meta")
-        for name, tensor in itertools.chain(network.named_parameters(), network.named_buffers())
-    }
+    """``network(*inputs)`` run on a copy of ``network`` on the meta device: shapes only, no memory and no arithmetic.
+
+    The copy's parameters and buffers are meta tensors from the start (deepcopy's memo maps each original to its
+    stand-in, shared ones included), so no weight is copied and the original is never touched.
+    """
+    memo: dict[int, Any] = {}
+    for tensor in itertools.chain(network.parameters(), network.buffers()):
+        meta = torch.empty_like(tensor, device="meta")
+        memo[id(tensor)] = nn.Parameter(meta, tensor.requires_grad) if isinstance(tensor, nn.Parameter) else meta
     with torch.no_grad():
-        return torch.func.functional_call(network, meta, inputs)
+        return copy.deepcopy(network, memo)(*inputs)
 
 
 def _round_trip(tokenizer: Tokenizer, images: Tensor) -> tuple[Tensor, Tensor]:

@@ -147,12 +147,15 @@ class FailedJobsSummary(Callback):
     """Hydra callback (``hydra.callbacks`` in conf/config.yaml): after a multirun, lists the jobs that failed in it
     (the ``failed.json`` files it wrote) and exits non-zero: 2 if every failure was a user error, else 1."""
 
+    def __init__(self) -> None:
+        self.before: dict[Path, tuple[int, int]] = {}
+
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.before = snapshot_failures(Path(config.hydra.sweep.dir))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep = Path(config.hydra.sweep.dir)
-        failures = new_failures(sweep, getattr(self, "before", {}))
+        failures = new_failures(sweep, self.before)
         if not failures:
             return
         lines = [f"error: {len(failures)} job(s) of the sweep in {sweep} failed; the others ran:"]
