@@ -236,9 +236,9 @@ def _module(root: Path, **kwargs) -> ImageDataModule:
 def test_batches_become_floats_in_unit_range_and_only_training_batches_flip():
     images = torch.arange(2 * 3 * 4 * 4, dtype=torch.uint8).reshape(2, 3, 4, 4) * 2
     assert torch.equal(to_model_range(torch.tensor([0, 255], dtype=torch.uint8)), torch.tensor([-1.0, 1.0]))
-    torch.manual_seed(0)
-    flipped = torch.stack([random_horizontal_flip(images) for _ in range(16)])
+    flipped = torch.stack([random_horizontal_flip(images, seed) for seed in range(16)])
     assert (flipped == images.flip(-1)).flatten(2).all(-1).any() and (flipped == images).flatten(2).all(-1).any()
+    assert torch.equal(random_horizontal_flip(images, 3), flipped[3])  # a function of the seed alone
     module = ImageDataModule(lambda split: None, flip=True)
     assert torch.equal(module.on_after_batch_transfer(images, 0), to_model_range(images))  # no trainer: no flip
 

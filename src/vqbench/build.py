@@ -6,17 +6,21 @@ caught and reported with the fix, before any training starts.
 
 from __future__ import annotations
 
+import copy
+import itertools
 import logging
 import math
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
+import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
 
-from vqbench.errors import ConfigError
+from vqbench.errors import ConfigError, DataError
 from vqbench.losses import PerceptualLoss
 from vqbench.metrics import SSIM_WINDOWS
 from vqbench.models.discriminator import INITS, PatchDiscriminator
@@ -103,8 +107,53 @@ def check_config(cfg: DictConfig) -> None:
             f"metrics.effective_size_splits must be a list of train, val, test (e.g. [train, val]), got {splits!r}"
         )
     ema_decay = cfg.get("ema_decay")
-    if ema_decay is not None and not 0 < ema_decay < 1:
+    if ema_decay is not None and not (_is_number(ema_decay) and 0 < ema_decay < 1):
         raise ConfigError(f"ema_decay must be in (0, 1) (e.g. 0.9999) or null, got {ema_decay!r}")
+    _check_optimizer(cfg.optimizer)
+    if adversarial is not None:
+        _check_adversarial(adversarial)
+    every = OmegaConf.select(cfg, "checkpoint.every_n_steps")
+    if every is not None and not _is_positive_int(every):
+        raise ConfigError(
+            f"checkpoint.every_n_steps must be a positive number of steps (e.g. 1000) or null, got {every!r}"
+        )
+    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool) or cfg.seed < 0:
+        raise ConfigError(f"seed must be a non-negative integer, got {cfg.seed!r}")
+
+
+def _is_positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _check_optimizer(optimizer: DictConfig) -> None:
+    """Adam's arguments and the schedule, named here rather than by torch's ValueError in the middle of fit."""
+    lr = optimizer.lr
+    if not (_is_number(lr) and lr > 0):
+        raise ConfigError(f"optimizer.lr must be a positive number (e.g. 4e-4), got {lr!r}")
+    betas = optimizer.betas
+    if len(betas) != 2 or not all(_is_number(b) and 0 <= b < 1 for b in betas):
+        raise ConfigError(f"optimizer.betas must be two numbers in [0, 1) (e.g. [0.9, 0.999]), got {list(betas)!r}")
+    if not (_is_number(optimizer.weight_decay) and optimizer.weight_decay >= 0):
+        raise ConfigError(f"optimizer.weight_decay must be a number >= 0, got {optimizer.weight_decay!r}")
+    clip = optimizer.grad_clip
+    if clip is not None and not (_is_number(clip) and clip > 0):
+        raise ConfigError(f"optimizer.grad_clip must be a positive gradient norm (e.g. 1.0) or null, got {clip!r}")
+    warmup = optimizer.get("warmup_fraction", 0.0)
+    if not (_is_number(warmup) and 0 <= warmup < 1):
+        raise ConfigError(f"optimizer.warmup_fraction must be in [0, 1) (e.g. 0.01), got {warmup!r}")
+
+
+def _check_adversarial(adversarial: DictConfig) -> None:
+    start = adversarial.get("start_step", 0)
+    if not isinstance(start, int) or isinstance(start, bool) or start < 0:
+        raise ConfigError(f"loss.adversarial.start_step must be a step number >= 0, got {start!r}")
+    for key in ("weight", "lecam_weight"):
+        value = adversarial.get(key, 0.0)
+        if not (_is_number(value) and value >= 0):
+            raise ConfigError(f"loss.adversarial.{key} must be a number >= 0, got {value!r}")
+    decay = adversarial.get("lecam_decay", 0.999)
+    if not (_is_number(decay) and 0 <= decay < 1):
+        raise ConfigError(f"loss.adversarial.lecam_decay must be in [0, 1) (e.g. 0.999), got {decay!r}")
 
 
 def _check_pixel_space(cfg: DictConfig) -> None:
@@ -324,8 +373,95 @@ def loss_term_metrics(cfg: DictConfig, unavailable: dict[str, str]) -> dict[str,
     return metrics
 
 
+def _meta_trace(network: nn.Module, *inputs: Tensor) -> Tensor:
+    """``network(*inputs)`` run on a copy of ``network`` on the meta device: shapes only, no memory and no arithmetic.
+
+    The copy's parameters and buffers are meta tensors from the start (deepcopy's memo maps each original to its
+    stand-in, shared ones included), so no weight is copied and the original is never touched.
+    """
+    memo: dict[int, Any] = {}
+    for tensor in itertools.chain(network.parameters(), network.buffers()):
+        meta = torch.empty_like(tensor, device="meta")
+        memo[id(tensor)] = nn.Parameter(meta, tensor.requires_grad) if isinstance(tensor, nn.Parameter) else meta
+    with torch.no_grad():
+        return copy.deepcopy(network, memo)(*inputs)
+
+
+def _round_trip(tokenizer: Tokenizer, images: Tensor) -> tuple[Tensor, Tensor]:
+    """(tokens, reconstruction) shapes of the tokenizer; the quantizer keeps its input's shape by contract."""
+    tokens = _meta_trace(tokenizer.pre_quant, _meta_trace(tokenizer.encoder, images))
+    return tokens, _meta_trace(tokenizer.decoder, _meta_trace(tokenizer.post_quant, tokens))
+
+
+def _downsampling(tokenizer: Tokenizer, channels: int) -> int | None:
+    """The encoder's downsampling factor, measured by tracing a large image (None if that fails)."""
+    probe = 1024
+    try:
+        tokens = _meta_trace(tokenizer.encoder, torch.empty(2, channels, probe, probe, device="meta"))
+    except (RuntimeError, ValueError):
+        return None
+    return probe // tokens.shape[-1] if tokens.shape[-1] else None
+
+
+def check_shapes(cfg: DictConfig, module: TokenizerModule, datamodule) -> None:
+    """Checks, before the first step, that the model fits the data, asking the networks themselves rather than a
+    table: the first training image must be data.channels x data.resolution x data.resolution, the tokenizer must
+    map it to tokens and back to the same shape, and the discriminator and perceptual network must accept it.
+    The networks are traced on the meta device (shapes only), so this costs nothing even for a 1024-pixel VQGAN."""
+    dataset = datamodule.dataset("train")
+    first = next((dataset[i] for i in range(len(dataset)) if dataset[i] is not None), None)
+    if first is None:
+        raise DataError("no image of the train split could be read; check data.root (the log names each file)")
+    channels, resolution = cfg.data.channels, cfg.data.resolution
+    if first.shape[0] != channels:
+        raise ConfigError(
+            f"data.channels={channels}, but the train images have {first.shape[0]} channels "
+            f"({'x'.join(map(str, first.shape))}); set data.channels={first.shape[0]}"
+        )
+    if tuple(first.shape[1:]) != (resolution, resolution):
+        raise ConfigError(
+            f"data.resolution={resolution}, but the train images are {first.shape[1]}x{first.shape[2]}; "
+            "check the data.make_dataset settings"
+        )
+    images = torch.empty(2, *first.shape, device="meta")
+    tokenizer = module.tokenizer
+    names = f"{type(tokenizer.encoder).__name__}/{type(tokenizer.decoder).__name__}"
+    try:
+        tokens, reconstruction = _round_trip(tokenizer, images)
+    except (RuntimeError, ValueError) as error:
+        raise ConfigError(
+            f"the model ({names}) cannot take {channels}x{resolution}x{resolution} images (data.channels, "
+            f"data.resolution): {error}"
+        ) from None
+    if reconstruction.shape != images.shape:
+        factor = _downsampling(tokenizer, channels)
+        advice = "change data.resolution"
+        if factor:
+            lower, upper = max(factor, resolution // factor * factor), (resolution // factor + 1) * factor
+            advice = f"use a multiple of its downsampling factor {factor}, e.g. data.resolution={upper} (or {lower})"
+        raise ConfigError(
+            f"data.resolution={resolution} does not fit the model ({names}): it encodes {resolution}x{resolution} "
+            f"images into {tokens.shape[-2]}x{tokens.shape[-1]} tokens and decodes those into "
+            f"{reconstruction.shape[-2]}x{reconstruction.shape[-1]} images; {advice}"
+        )
+    for name, network, inputs in (
+        ("discriminator", module.discriminator, (images,)),
+        ("perceptual network (LPIPS)", module.perceptual, (images, images)),
+    ):
+        if network is None:
+            continue
+        try:
+            _meta_trace(network, *inputs)
+        except (RuntimeError, ValueError) as error:
+            raise ConfigError(
+                f"data.resolution={resolution} is too small for the {name} ({type(network).__name__}): {error}; "
+                "use a larger data.resolution"
+            ) from None
+
+
 def build_datamodule(cfg: DictConfig):
-    return _instantiate(cfg.data, "data")
+    """The data module; the run's ``seed`` keys its training order, crops and flips."""
+    return _instantiate(cfg.data, "data", seed=cfg.seed)
 
 
 #: Lightning loggers that need a package vqbench does not install by default, and the extra that installs it.

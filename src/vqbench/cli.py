@@ -1,16 +1,28 @@
-"""What ``run.py`` does with a composed config: train (default) or evaluate (``+eval=true ckpt=PATH``)."""
+"""What ``run.py`` does with a composed config: train (default) or evaluate (``+eval=true ckpt=PATH``).
+
+Failures: in a single run, a user error ends the process with one ``error:`` line and status 2. In a multirun, a job
+that fails writes ``failed.json`` into its folder and returns, so that the other jobs still run; ``FailedJobsSummary``
+(a Hydra callback) lists the failed jobs when the sweep ends and sets the exit status. Every failing job, in either
+mode, leaves its ``failed.json`` (the error, the step, the overrides) for ``vqbench.report``.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+import pickle
 import sys
+import traceback
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
@@ -21,18 +33,31 @@ from vqbench.build import (
     build_token_count,
     build_training_module,
     check_config,
+    check_shapes,
     effective_size_splits,
     reconcile_codebook_size,
 )
-from vqbench.errors import CheckpointError, ConfigError, VqbenchError
+from vqbench.errors import CheckpointError, ConfigError, OutputError, VqbenchError
 from vqbench.metrics.aggregate import MAX_DISTINCT_TOKENS
-from vqbench.results import METRICS_FILE, format_table, read_metrics, write_metrics
+from vqbench.results import (
+    FAILED_FILE,
+    METRICS_FILE,
+    format_table,
+    new_failures,
+    read_metrics,
+    remove_failure,
+    snapshot_failures,
+    write_failure,
+    write_metrics,
+)
 from vqbench.training.callbacks import (
     CodeUsageHistogram,
     ReconstructionGrid,
     SaveReconstructions,
+    SeedEachStep,
     StopOnNonFiniteLoss,
 )
+from vqbench.training.checkpoints import AtomicCheckpointIO, LastCheckpoint
 from vqbench.training.hparams import hyperparameters, log_final
 from vqbench.training.module import TokenizerModule
 
@@ -57,18 +82,130 @@ EVAL_TRAINER_KEYS = (
 )
 #: Command-line keys that say how to run the evaluation, not what to evaluate.
 EVAL_RUN_KEYS = ("eval", "ckpt", "hydra")
+#: Keys a resumed training may change: how long and where it runs, what it measures, where the data lives. Any other
+#: difference from the checkpoint's config (model, quantizer, codebook, loss, optimizer, seed, the data's
+#: preprocessing) would silently continue another experiment, so it is refused.
+RESUME_MAY_CHANGE = (
+    "trainer",
+    "metrics",
+    "checkpoint",
+    "ckpt",
+    "skip_finished",
+    "evaluate_after_training",
+    "data.root",
+    "data.num_workers",
+    "data.cache",
+    "data.cache_dir",
+    "data.eval_batch_size",
+)
+#: Exit status of a user error (bad config value, data, checkpoint, output folder), and of any other failure.
+USER_ERROR_STATUS, FAILURE_STATUS = 2, 1
 
 
-def run(cfg: DictConfig) -> dict[str, float]:
-    """Entry point behind run.py. User errors end the process with one line naming the problem and the fix."""
+@dataclass
+class Progress:
+    """How far the job got, for failed.json."""
+
+    trainer: L.Trainer | None = None
+
+    @property
+    def step(self) -> int | None:
+        return None if self.trainer is None else self.trainer.global_step
+
+
+def run(cfg: DictConfig) -> dict[str, float] | None:
+    """Entry point behind run.py (see the module docstring for what happens on failure)."""
+    out = _output_dir()
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    remove_failure(out)  # a retried job starts without its previous failure
+    progress = Progress()
     try:
         if cfg.get("eval", False):
             return evaluate(cfg)
-        return train(cfg)
+        return train(cfg, progress)
     except VqbenchError as error:
-        log.error("%s", error)
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+        message, status = str(error), USER_ERROR_STATUS
+    except torch.OutOfMemoryError as error:
+        first_line = str(error).strip().splitlines()[0]
+        message, status = (
+            f"out of memory at step {progress.step}: {first_line}. Lower data.batch_size, or try "
+            "trainer.precision=bf16-mixed",
+            FAILURE_STATUS,
+        )
+    except Exception as error:
+        if not multirun:
+            _record_failure(out, cfg, progress, f"{type(error).__name__}: {error}", FAILURE_STATUS)
+            raise  # a bug: its traceback is what a report needs
+        log.error("job failed:\n%s", traceback.format_exc())
+        message, status = f"{type(error).__name__}: {error}", FAILURE_STATUS
+    log.error("%s", message)
+    _record_failure(out, cfg, progress, message, status)
+    if not multirun:
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(status) from None
+    print(f"error: job {out} failed: {message}", file=sys.stderr)
+    return None
+
+
+def _record_failure(out: Path, cfg: DictConfig, progress: Progress, message: str, status: int) -> None:
+    if rank_zero_only.rank != 0:
+        return
+    record = {
+        "kind": "eval" if cfg.get("eval", False) else "train",
+        "error": message,
+        "exit_status": status,
+        "step": progress.step,
+        "overrides": _task_overrides(),
+    }
+    try:
+        write_failure(out, record)
+    except OSError as error:
+        log.warning("could not write %s into %s: %s", FAILED_FILE, out, error)
+
+
+class FailedJobsSummary(Callback):
+    """Hydra callback (``hydra.callbacks`` in conf/config.yaml): after a multirun, lists the jobs that failed in it
+    (the ``failed.json`` files it wrote) and exits non-zero: 2 if every failure was a user error, else 1."""
+
+    def __init__(self) -> None:
+        self.before: dict[Path, tuple[int, int]] = {}
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.before = snapshot_failures(Path(config.hydra.sweep.dir))
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep = Path(config.hydra.sweep.dir)
+        failures = new_failures(sweep, self.before)
+        if not failures:
+            return
+        lines = [f"error: {len(failures)} job(s) of the sweep in {sweep} failed; the others ran:"]
+        for directory, record in failures:
+            overrides = " ".join(record.get("overrides", []))
+            step = "" if record.get("step") is None else f" at step {record['step']}"
+            lines.append(f"  {directory} ({overrides}){step}: {record.get('error')}")
+        lines.append("Fix the cause and re-run the same command: it retries only the failed and unfinished jobs.")
+        print("\n".join(lines), file=sys.stderr)
+        statuses = {record.get("exit_status", FAILURE_STATUS) for _, record in failures}
+        raise SystemExit(USER_ERROR_STATUS if statuses == {USER_ERROR_STATUS} else FAILURE_STATUS)
+
+
+class WritableOutput(Callback):
+    """Hydra callback (``hydra.callbacks``): the run's (or the sweep's) output folder must take files. Checked before
+    Hydra creates it, so that an unwritable ``hydra.run.dir`` / ``hydra.sweep.dir`` is one line, not a traceback."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._require(Path(config.hydra.run.dir), "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._require(Path(config.hydra.sweep.dir), "hydra.sweep.dir")
+
+    @staticmethod
+    def _require(folder: Path, key: str) -> None:
+        try:
+            _check_writable(folder, key)
+        except OutputError as error:
+            print(f"error: {error}", file=sys.stderr)
+            raise SystemExit(USER_ERROR_STATUS) from None
 
 
 def _output_dir() -> Path:
@@ -98,20 +235,111 @@ def _plain(metrics: dict) -> dict[str, float]:
 
 
 def _finished_results(cfg: DictConfig, out: Path) -> dict | None:
-    """With ``skip_finished=true``: the metrics of a job this directory already finished, or None to run it."""
+    """The metrics of the job this directory already finished (with ``skip_finished=true``), or None to run it.
+
+    A directory holding finished results is never written over: those of another job (other overrides), or any with
+    ``skip_finished=false``, are refused.
+    """
     path = out / METRICS_FILE
-    if not cfg.get("skip_finished", False) or not path.is_file():
+    if not path.is_file():
         return None
-    record = read_metrics(path)
+    try:
+        record = read_metrics(path)
+    except (OSError, ValueError) as error:
+        raise OutputError(f"{path} cannot be read ({error}); move it away or choose another output folder") from None
+    if not cfg.get("skip_finished", False):
+        raise OutputError(
+            f"{out} already holds the finished results of a run ({METRICS_FILE}); they are kept. Choose another "
+            "output folder (hydra.run.dir=... / hydra.sweep.dir=...), or pass skip_finished=true to skip it"
+        )
     if record.get("overrides") != _task_overrides():
-        raise ConfigError(
+        raise OutputError(
             f"{out} holds the finished results of another job (overrides {record.get('overrides')}); they are kept. "
             "Give this sweep its own directory with hydra.sweep.dir=..."
         )
     return record
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        flat = {}
+        for key, value in node.items():
+            flat |= _flatten(value, f"{prefix}{key}.")
+        return flat or {prefix[:-1]: {}}
+    return {prefix[:-1]: node}
+
+
+def _resolved(cfg: DictConfig) -> dict:
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)
+    except Exception:  # an interpolation that only resolves elsewhere: compare the text
+        return OmegaConf.to_container(cfg, resolve=False)
+
+
+def config_differences(trained: DictConfig, requested: DictConfig, may_change: tuple[str, ...]) -> list[str]:
+    """The dotted keys whose values differ between two configs, except those under ``may_change``, as
+    ``key (trained -> requested)``. A node built from another class (its ``_target_`` differs, e.g. another
+    quantizer) is one entry, not one per key."""
+    old, new = _flatten(_resolved(trained)), _flatten(_resolved(requested))
+    keys = [
+        key
+        for key in sorted(old.keys() | new.keys())
+        if old.get(key, "absent") != new.get(key, "absent")
+        and not any(key == p or key.startswith(p + ".") for p in may_change)
+    ]
+    replaced = [key.removesuffix("._target_") for key in keys if key.endswith("._target_")]
+    keys = [k for k in keys if k.endswith("._target_") or not any(k.startswith(n + ".") for n in replaced)]
+    return [f"{key} ({old.get(key, 'absent')} -> {new.get(key, 'absent')})" for key in keys]
+
+
+def _check_resumable(payload: dict, cfg: DictConfig, ckpt: str) -> None:
+    """Refuses a checkpoint whose config differs from this run's in anything but RESUME_MAY_CHANGE."""
+    differences = config_differences(OmegaConf.create(payload["vqbench_config"]), cfg, RESUME_MAY_CHANGE)
+    if differences:
+        shown = ", ".join(differences[:6]) + (f" and {len(differences) - 6} more" if len(differences) > 6 else "")
+        raise CheckpointError(
+            f"ckpt={ckpt} was trained with another config: {shown}. Resume it with its own settings (drop those "
+            "overrides), or start a new run without ckpt="
+        )
+
+
+def _resume_from(cfg: DictConfig, out: Path) -> str | None:
+    """The checkpoint this training continues from: ``ckpt=PATH``, or (``skip_finished=true``) the job's own
+    ``checkpoints/last.ckpt`` after an interruption. Either is read tensors-only and must match this run's config;
+    a checkpoint of another unfinished run in the output folder is never written over."""
+    own = out / "checkpoints" / "last.ckpt"
+    if cfg.ckpt is not None:
+        payload = load_checkpoint(str(cfg.ckpt), purpose="resume training from")
+        _check_resumable(payload, cfg, str(cfg.ckpt))
+        if own.is_file() and own.resolve() != Path(cfg.ckpt).resolve():
+            raise OutputError(
+                f"{out} holds the checkpoint of another unfinished run ({own}); resuming ckpt={cfg.ckpt} there would "
+                "overwrite it. Choose another output folder (hydra.run.dir=...)"
+            )
+        return str(cfg.ckpt)
+    if not own.is_file():
+        return None
+    if not cfg.get("skip_finished", False):
+        raise OutputError(
+            f"{out} holds the checkpoint of an unfinished run ({own}); resume it with ckpt={own}, or choose another "
+            "output folder (hydra.run.dir=...)"
+        )
+    try:
+        payload = load_checkpoint(str(own), purpose="resume the interrupted job from")
+    except CheckpointError as error:
+        raise CheckpointError(f"{error}. Delete {own} to run this job from the start") from None
+    if payload.get("vqbench_overrides") != _task_overrides():
+        raise CheckpointError(
+            f"{own} belongs to another job (overrides {payload.get('vqbench_overrides')}); it is kept. Give this "
+            "sweep its own directory with hydra.sweep.dir=..."
+        )
+    _check_resumable(payload, cfg, str(own))
+    log.info("resuming the interrupted job from %s (step %s)", own, payload.get("global_step"))
+    return str(own)
+
+
+def train(cfg: DictConfig, progress: Progress | None = None) -> dict[str, float]:
+    progress = progress or Progress()
     check_config(cfg)
     reconcile_codebook_size(cfg, _task_overrides())
     out = _output_dir()
@@ -120,31 +348,31 @@ def train(cfg: DictConfig) -> dict[str, float]:
         log.info("skipping %s: it already finished (%s); delete that file to run it again", out, METRICS_FILE)
         print(f"skipped (already finished): {out}")
         return finished["metrics"]
+    _check_writable(out)
+    resume = _resume_from(cfg, out)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build_datamodule(cfg)
     module = build_training_module(cfg)
-    checkpoints = ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, save_top_k=0)
+    checkpoint = out / "checkpoints" / "last.ckpt"
     trainer = _trainer(
         **OmegaConf.to_container(cfg.trainer, resolve=True),
         default_root_dir=out,
         logger=build_logger(cfg, out),
+        enable_checkpointing=False,  # LastCheckpoint writes the one checkpoint a run keeps
+        plugins=[AtomicCheckpointIO()],
         callbacks=[
-            checkpoints,
+            LastCheckpoint(checkpoint, cfg.checkpoint.every_n_steps, job_overrides=_task_overrides()),
+            SeedEachStep(cfg.seed),
             ReconstructionGrid(cfg.metrics.grid_images),
             CodeUsageHistogram(),
             StopOnNonFiniteLoss(),
         ],
     )
-    checkpoint = out / "checkpoints" / "last.ckpt"
-    resume = cfg.ckpt
-    if resume is not None and not Path(resume).is_file():
-        raise CheckpointError(f"ckpt={resume} does not exist; give the path of a .ckpt file to resume from")
-    if resume is None and cfg.get("skip_finished", False) and checkpoint.is_file():
-        resume = str(checkpoint)  # an interrupted sweep job continues from its last validation
-        log.info("resuming the interrupted job from %s", resume)
-    datamodule.check(("train", "val"))  # a missing or malformed dataset fails here, before the first step
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
-    trainer.save_checkpoint(checkpoint, weights_only=False)  # keep optimizer state so training can resume
+    progress.trainer = trainer
+    # A missing or malformed dataset, or a model that does not fit the data, fails here, before the first step.
+    datamodule.check(("train", "val"), world_size=trainer.world_size)
+    check_shapes(cfg, module, datamodule)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)  # last.ckpt: see LastCheckpoint
     metrics = _plain(trainer.validate(module, datamodule=datamodule, verbose=False)[0])
     record = {
         "kind": "train",
@@ -163,10 +391,34 @@ def train(cfg: DictConfig) -> dict[str, float]:
         record |= {"kind": "train+eval", "metrics": metrics, "protocol": protocol, "unavailable": unavailable}
     log_final(trainer.logger, hyperparameters(record["config"], record["choices"]), metrics, trainer.global_step)
     if trainer.is_global_zero:
-        write_metrics(out, record)  # last: its presence means the job finished (skip_finished relies on it)
+        _write_results(out, record)  # last: its presence means the job finished (skip_finished relies on it)
     print(format_table(metrics, f"final metrics after {trainer.global_step} steps ({out})"))
     _print_unavailable(record.get("unavailable", {}))
     return metrics
+
+
+def _check_writable(out: Path, key: str = "hydra.run.dir") -> None:
+    """The output folder must take files before any work is done (its checkpoints and metrics.json)."""
+    probe = out / f".write-test-{os.getpid()}"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise OutputError(
+            f"cannot write into the output folder {out} ({error.strerror or error}); choose a writable one with "
+            f"{key}=..."
+        ) from None
+
+
+def _write_results(out: Path, record: dict) -> None:
+    try:
+        write_metrics(out, record)
+    except OSError as error:
+        raise OutputError(
+            f"cannot write {out / METRICS_FILE} ({error.strerror or error}); the checkpoint {out}/checkpoints/"
+            "last.ckpt is complete. Free disk space and evaluate it with +eval=true ckpt=..."
+        ) from None
 
 
 def _print_unavailable(unavailable: dict[str, str]) -> None:
@@ -174,21 +426,41 @@ def _print_unavailable(unavailable: dict[str, str]) -> None:
         print(f"{name}: not computed. {reason}")
 
 
-def load_checkpoint(path: str | None) -> dict:
+def load_checkpoint(path: str | None, purpose: str = "evaluate") -> dict:
     """Reads a vqbench checkpoint with ``weights_only=True``: tensors and plain data only, no code runs."""
     if path is None:
         raise CheckpointError("+eval=true needs a checkpoint: add ckpt=path/to/last.ckpt")
     file = Path(path)
     if not file.is_file():
-        raise CheckpointError(f"ckpt={path} does not exist; give the path of a .ckpt file written by a training run")
+        raise CheckpointError(
+            f"ckpt={path} does not exist or is not a file; give the path of a checkpoints/last.ckpt written by "
+            f"`python run.py` to {purpose}"
+        )
     try:
         payload = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for corrupt or unsafe files
-        raise CheckpointError(f"ckpt={path} cannot be read as a tensors-only checkpoint ({error})") from None
+    except pickle.UnpicklingError as error:
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        skip = ("Please file an issue", "Check the documentation")
+        detail = next((line for line in lines[1:] if not line.startswith(skip)), lines[0] if lines else "")
+        if "GLOBAL" in detail:  # the pickle names a function or class to call: code, which weights_only refuses
+            raise CheckpointError(
+                f"ckpt={path} is not a tensors-only checkpoint ({detail}); vqbench never runs code from a checkpoint. "
+                f"Give a checkpoints/last.ckpt written by `python run.py` to {purpose}"
+            ) from None
+        raise CheckpointError(
+            f"ckpt={path} cannot be read as a checkpoint ({detail}); it is truncated or not a checkpoint. Give a "
+            f"complete checkpoints/last.ckpt written by `python run.py` to {purpose}"
+        ) from None
+    except Exception as error:  # torch raises KeyError, EOFError, RuntimeError, ... for truncated or foreign files
+        detail = str(error).split(". ")[0] or "the file ends early"
+        raise CheckpointError(
+            f"ckpt={path} cannot be read as a checkpoint ({type(error).__name__}: {detail}); it is truncated or not a "
+            f"checkpoint. Give a complete checkpoints/last.ckpt written by `python run.py` to {purpose}"
+        ) from None
     if not isinstance(payload, dict) or "state_dict" not in payload or not payload.get("vqbench_config"):
         raise CheckpointError(
-            f"ckpt={path} is not a vqbench checkpoint (no state_dict or embedded config); "
-            "evaluate a checkpoints/last.ckpt written by `python run.py`"
+            f"ckpt={path} is not a vqbench checkpoint (no state_dict or embedded config); give a "
+            f"checkpoints/last.ckpt written by `python run.py` to {purpose}"
         )
     return payload
 
@@ -353,10 +625,15 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     check_config(eval_cfg)
     reconcile_codebook_size(eval_cfg)  # checkpoints written before the levels defined codebook.size
     out = _output_dir()
+    finished = _finished_results(cfg, out)
+    if finished is not None:
+        print(f"skipped (already evaluated): {out}")
+        return finished["metrics"]
+    _check_writable(out)
     L.seed_everything(eval_cfg.seed, workers=True, verbose=False)
     metrics, protocol, unavailable = evaluate_checkpoint(eval_cfg, payload, cfg.ckpt, out)
     if rank_zero_only.rank == 0:  # under multi-process evaluation, one writer
-        write_metrics(
+        _write_results(
             out,
             {
                 "kind": "eval",

@@ -9,7 +9,8 @@ class VqbenchError(Exception):
         # worker's traceback); keep only the original message so that it still prints as one line.
         if "Original Traceback" in message:
             message = message.rstrip().splitlines()[-1].split(": ", 1)[-1]
-        super().__init__(message)
+        # One line, whatever the wrapped library's message looked like.
+        super().__init__(" ".join(message.split()))
 
 
 class ConfigError(VqbenchError):
@@ -26,3 +27,7 @@ class CheckpointError(VqbenchError):
 
 class NonFiniteLossError(VqbenchError):
     pass
+
+
+class OutputError(VqbenchError):
+    """The run's output folder cannot take its results (not writable, disk full, holds another run's results)."""

@@ -6,7 +6,8 @@
 With ``--table NAME`` (one of ``vqbench.published``): the published table in its own layout (same rows, same columns),
 each cell "measured / published (difference)"; published rows no job has finished are marked "—", and finished
 jobs that match no published row are appended with "—" for the published side. Without it: one row per job, its
-command-line overrides as columns, then its metrics. Partial sweeps give partial tables either way.
+command-line overrides as columns, then its metrics. Partial sweeps give partial tables either way; the jobs that
+failed (their failed.json: the error and the step) or have not finished are listed below the table.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from vqbench.published import Column, PublishedTable, load_table, table_names
-from vqbench.results import METRICS_FILE, read_metrics
+from vqbench.results import FAILED_FILE, METRICS_FILE, read_metrics
 
 #: Overrides that say how a job ran, not what it is; they would only add noise columns.
 IGNORED_OVERRIDES = ("hydra.", "+eval", "ckpt")
@@ -60,6 +61,30 @@ def collect(directory: Path) -> list[dict]:
             }
         )
     return rows
+
+
+def unfinished_jobs(directory: Path) -> list[str]:
+    """One line per job below ``directory`` without a metrics.json: failed (with its error and step, from
+    failed.json) or not finished (a Hydra job folder, ``.hydra/``, with neither file: running or interrupted)."""
+    lines = []
+    for hydra_dir in sorted(directory.rglob(".hydra"), key=lambda p: [str(s).zfill(12) for s in p.parts]):
+        job = hydra_dir.parent
+        if (job / METRICS_FILE).is_file():
+            continue
+        name = str(job.relative_to(directory)) if job != directory else "."
+        failure = job / FAILED_FILE
+        if not failure.is_file():
+            lines.append(f"- {name}: not finished (running, or interrupted: re-running the command resumes it)")
+            continue
+        try:
+            record = read_metrics(failure)
+        except (OSError, ValueError) as error:
+            lines.append(f"- {name}: failed ({FAILED_FILE} unreadable: {error})")
+            continue
+        overrides = " ".join(o for o in record.get("overrides", []) if not o.startswith(IGNORED_OVERRIDES))
+        step = "" if record.get("step") is None else f" at step {record['step']}"
+        lines.append(f"- {name} ({overrides}): failed{step}: {record.get('error')}")
+    return lines
 
 
 def _format(value) -> str:
@@ -196,10 +221,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {error.args[0]}", file=sys.stderr)
             return 2
     rows = collect(args.directory)
-    if not rows and table is None:
+    unfinished = unfinished_jobs(args.directory)
+    if not rows and table is None and not unfinished:
         print(f"error: no {METRICS_FILE} under {args.directory}; has any job of this sweep finished?", file=sys.stderr)
         return 1
-    text = published_table(rows, table) if table is not None else markdown_table(rows)
+    text = published_table(rows, table) if table is not None else markdown_table(rows) if rows else ""
+    if unfinished:
+        text += f"\n\nJobs not in the table ({len(unfinished)}):\n" + "\n".join(unfinished)
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,11 @@
-"""The metrics.json file every training and evaluation writes into its run directory."""
+"""The records a job leaves in its run directory: metrics.json when it finished, failed.json when it failed.
+
+Both are written atomically (a temporary file in the same folder, then a rename), so a crash never leaves half of one.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -12,23 +16,67 @@ from typing import Any
 import vqbench
 
 METRICS_FILE = "metrics.json"
+#: {"kind", "error", "exit_status", "step", "overrides", "vqbench_version", "written_at"}
+FAILED_FILE = "failed.json"
 
 
-def write_metrics(directory: Path, record: dict[str, Any]) -> Path:
-    """Writes ``record`` (plus version and time) atomically: a crash never leaves a half-written metrics.json."""
-    directory.mkdir(parents=True, exist_ok=True)
+def _write_record(path: Path, record: dict[str, Any]) -> Path:
+    """Writes ``record`` (plus version and time) as JSON, atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     record = {
         **record,
         "vqbench_version": vqbench.__version__,
         "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    path = directory / METRICS_FILE
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".metrics-", suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(record, f, indent=2, sort_keys=False)
-        f.write("\n")
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(record, f, indent=2, sort_keys=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path
+
+
+def write_metrics(directory: Path, record: dict[str, Any]) -> Path:
+    """The finished job's record; its presence means the job finished."""
+    return _write_record(directory / METRICS_FILE, record)
+
+
+def write_failure(directory: Path, record: dict[str, Any]) -> Path:
+    """The failed job's record (error, exit status, step, overrides)."""
+    return _write_record(directory / FAILED_FILE, record)
+
+
+def remove_failure(directory: Path) -> None:
+    """Forgets a previous failure of the job in ``directory`` (it is being retried); never touches its results."""
+    with contextlib.suppress(OSError):  # an unwritable folder: the run reports that itself
+        (directory / FAILED_FILE).unlink(missing_ok=True)
+
+
+def _failure_files(directory: Path) -> dict[Path, tuple[int, int]]:
+    if not directory.is_dir():
+        return {}
+    return {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in directory.rglob(FAILED_FILE)}
+
+
+def snapshot_failures(directory: Path) -> dict[Path, tuple[int, int]]:
+    """The failed.json files under ``directory`` now (identity and modification time), to tell later new ones."""
+    return _failure_files(directory)
+
+
+def new_failures(directory: Path, before: dict[Path, tuple[int, int]]) -> list[tuple[Path, dict[str, Any]]]:
+    """(job directory, record) of every failed.json under ``directory`` written since ``before`` was taken."""
+    failures = []
+    for path, identity in sorted(_failure_files(directory).items()):
+        if before.get(path) != identity:
+            try:
+                failures.append((path.parent, read_metrics(path)))
+            except (OSError, ValueError) as error:
+                failures.append((path.parent, {"error": f"unreadable {FAILED_FILE}: {error}"}))
+    return failures
 
 
 def read_metrics(path: Path) -> dict[str, Any]:

@@ -4,6 +4,10 @@ Sources are ``make_dataset(split)`` factories (split in train / val / test) whos
 Batches travel to the accelerator as uint8 and become floats there (``on_after_batch_transfer``): (x / 255 - mean) /
 std per channel, [-1, 1] with the default mean = std = 0.5. The training batch also gets its random horizontal flip
 there: the loader workers only decode, crop and resize.
+
+The training order, crops and flips are functions of the run's seed, the epoch, the item and the step
+(``vqbench.randomness``), and the loader's position is checkpointed (``vqbench.data.resumable``), so a resumed
+training sees exactly the batches of the uninterrupted one.
 """
 
 from __future__ import annotations
@@ -17,9 +21,12 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from vqbench.data.cache import CachedImages, build_cache
+from vqbench.data.check import check_files
 from vqbench.data.files import ImageFiles
+from vqbench.data.resumable import ResumableLoader, ResumableShuffle, SeededItems
 from vqbench.data.sampler import StridedShardSampler
 from vqbench.errors import DataError
+from vqbench.randomness import derived_seed
 
 log = logging.getLogger("vqbench.data")
 
@@ -37,9 +44,11 @@ def pixel_tensor(value: float | list[float], like: Tensor) -> Tensor:
     return values.view(-1, 1, 1) if values.dim() else values
 
 
-def random_horizontal_flip(images: Tensor) -> Tensor:
-    """Flips each image of the batch with probability 1/2; the coin flips are drawn on the batch's device (no sync)."""
-    flip = torch.rand(images.shape[0], 1, 1, 1, device=images.device) < 0.5
+def random_horizontal_flip(images: Tensor, seed: int) -> Tensor:
+    """Flips each image of the batch with probability 1/2; the coin flips are drawn on the batch's device (no sync)
+    from a generator seeded with ``seed``."""
+    generator = torch.Generator(images.device).manual_seed(seed)
+    flip = torch.rand(images.shape[0], 1, 1, 1, device=images.device, generator=generator) < 0.5
     return torch.where(flip, images.flip(-1), images)
 
 
@@ -58,7 +67,8 @@ class ImageDataModule(L.LightningDataModule):
     ``flip``: random horizontal flips of training batches. ``cache``: decode and preprocess each file-based split
     once into a memory-mapped uint8 array (see ``vqbench.data.cache``) under ``cache_dir`` (default: a
     ``.vqbench_cache`` folder in the dataset's root). ``pixel_mean`` / ``pixel_std``: the model sees
-    (x / 255 - mean) / std (a number, or one per channel).
+    (x / 255 - mean) / std (a number, or one per channel). ``seed``: the run's seed, from which the training order,
+    crops and flips are derived.
     """
 
     def __init__(
@@ -76,6 +86,7 @@ class ImageDataModule(L.LightningDataModule):
         skip_corrupt: bool = False,
         pixel_mean: float | list[float] = 0.5,
         pixel_std: float | list[float] = 0.5,
+        seed: int = 0,
     ):
         super().__init__()
         self.make_dataset = make_dataset
@@ -91,7 +102,9 @@ class ImageDataModule(L.LightningDataModule):
         self.skip_corrupt = skip_corrupt
         self.pixel_mean = pixel_mean
         self.pixel_std = pixel_std
+        self.seed = seed
         self.datasets: dict[str, Dataset] = {}
+        self.train_sampler: ResumableShuffle | None = None
 
     def source(self, split: str) -> Dataset:
         """The uncached dataset of a split. Raises DataError on a missing root, wrong layout or empty split."""
@@ -120,31 +133,43 @@ class ImageDataModule(L.LightningDataModule):
             self.datasets[split] = self._cached(split, source) if self.cache else source
         return self.datasets[split]
 
-    def check(self, splits: tuple[str, ...] = SPLITS) -> None:
-        """Opens the splits and decodes one image of each, so bad data fails before the first training step."""
+    def check(self, splits: tuple[str, ...] = SPLITS, world_size: int = 1) -> None:
+        """Fails before the first training step on bad data: opens the splits, reads every image file of each
+        (``vqbench.data.check``; not with ``skip_corrupt``, which skips unreadable files as they come) or, for an
+        in-memory source, its first item, and makes sure the train split fills at least one batch on each of the
+        ``world_size`` processes."""
         for split in splits:
             dataset = self.dataset(split)
-            if dataset[0] is None:
+            if isinstance(dataset, ImageFiles) and not self.skip_corrupt:
+                check_files(dataset, split, self.num_workers, self.cache_dir)
+            elif dataset[0] is None:
                 log.warning("the first %s image is unreadable (skipped)", split)
+        if "train" in splits and len(self.dataset("train")) < self.batch_size * world_size:
+            raise DataError(
+                f"the train split has {len(self.dataset('train'))} images, fewer than one batch "
+                f"(data.batch_size={self.batch_size} x {world_size} processes); lower data.batch_size"
+            )
 
-    def _loader(self, split: str, batch_size: int, shuffle: bool, sampler=None) -> DataLoader:
-        return DataLoader(
-            self.dataset(split),
+    def _loader(self, dataset: Dataset, batch_size: int, sampler=None, loader=DataLoader) -> DataLoader:
+        return loader(
+            dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
             sampler=sampler,
             num_workers=self.num_workers,
-            drop_last=shuffle,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
             collate_fn=collate_skipping_none if self.skip_corrupt else None,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", self.batch_size, shuffle=True)
+        """Shuffled by (seed, epoch), sharded over the processes, full batches only; resumable at any batch."""
+        dataset = self.dataset("train")
+        rank, world_size = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        self.train_sampler = ResumableShuffle(dataset, self.batch_size, self.seed, rank, world_size)
+        return self._loader(SeededItems(dataset), self.batch_size, self.train_sampler, loader=ResumableLoader)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", self.eval_batch_size, shuffle=False)
+        return self._loader(self.dataset("val"), self.eval_batch_size)
 
     def test_dataloader(self) -> DataLoader:
         if self.trainer is None:
@@ -155,11 +180,18 @@ class ImageDataModule(L.LightningDataModule):
         """Every image of ``split`` in order; under N processes image i goes to process i mod N, none repeated (the
         evaluation trainer runs with ``use_distributed_sampler=False`` so Lightning does not pad it with repeats)."""
         sampler = StridedShardSampler(len(self.dataset(split)), rank, world_size) if world_size > 1 else None
-        return self._loader(split, self.eval_batch_size, shuffle=False, sampler=sampler)
+        return self._loader(self.dataset(split), self.eval_batch_size, sampler=sampler)
 
     def on_after_batch_transfer(self, batch: Tensor, dataloader_idx: int) -> Tensor:
         if batch.dtype == torch.uint8:
             batch = to_model_range(batch, self.pixel_mean, self.pixel_std)
-        if self.flip and self.trainer is not None and self.trainer.training:
-            batch = random_horizontal_flip(batch)
+        trainer = self.trainer
+        if trainer is not None and trainer.training:
+            # Called once per batch that reaches training_step (after any prefetching): the loader's position.
+            if self.train_sampler is not None:
+                self.train_sampler.batch_trained()
+            if self.flip:
+                batch = random_horizontal_flip(
+                    batch, derived_seed(self.seed, "flip", trainer.global_step, trainer.global_rank)
+                )
         return batch

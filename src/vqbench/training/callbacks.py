@@ -1,5 +1,5 @@
-"""TensorBoard image grid of originals vs reconstructions, a histogram of code usage, the NaN guard, and the
-PNG pairs of ``metrics.save_reconstructions``."""
+"""TensorBoard image grid of originals vs reconstructions, a histogram of code usage, the NaN guard, the PNG pairs of
+``metrics.save_reconstructions``, and the per-step seeding that makes a resumed training exact."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from vqbench.errors import NonFiniteLossError
 from vqbench.metrics import to_uint8
+from vqbench.randomness import derived_seed, seed_all_generators
 from vqbench.training.module import TokenizerModule
 
 
@@ -57,6 +58,21 @@ class CodeUsageHistogram(L.Callback):
         token_ids = torch.repeat_interleave(torch.arange(counts.numel()), counts)
         if token_ids.numel():
             writer.add_histogram("val/code_usage", token_ids, trainer.global_step, bins=min(counts.numel(), 512))
+
+
+class SeedEachStep(L.Callback):
+    """Seeds every generator (Python, NumPy, torch CPU and CUDA) before each training step from (seed, step, rank).
+
+    Whatever a step draws (Gumbel noise, dead-code restarts, dropout) then depends only on the step, not on how many
+    numbers were drawn before it, so a run resumed from a checkpoint draws exactly what the uninterrupted run drew
+    (see ``vqbench.randomness``). Processes draw from different streams.
+    """
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module, batch, batch_idx: int) -> None:
+        seed_all_generators(derived_seed(self.seed, "step", trainer.global_step, trainer.global_rank))
 
 
 class StopOnNonFiniteLoss(L.Callback):

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 from vqbench.data.module import ImageDataModule, random_horizontal_flip, to_model_range
 from vqbench.metrics import CodebookUsage, DistinctTokens
 from vqbench.models.tokenizer import Tokenizer
+from vqbench.randomness import derived_seed
 
 
 class TokenCount(L.LightningModule):
@@ -49,7 +50,8 @@ class TokenCount(L.LightningModule):
 
     def test_step(self, images: Tensor, batch_idx: int, dataloader_idx: int = 0) -> None:
         if self.flip:
-            images = random_horizontal_flip(images)
+            seed = derived_seed(self.data.seed, "count_flip", dataloader_idx, batch_idx, self.global_rank)
+            images = random_horizontal_flip(images, seed)
         indices = self.tokenizer.encode(images).indices
         self.distinct.update(indices)
         self.vectors += indices.shape[:3].numel()
