@@ -19,6 +19,7 @@ from vqbench.models.discriminator import PatchDiscriminator
 from vqbench.models.tokenizer import Tokenizer
 from vqbench.quantizers.base import Quantizer
 from vqbench.training.module import AdversarialSettings, OptimizerSettings, TokenizerModule
+from vqbench.training.performance import speed_up
 
 log = logging.getLogger("vqbench")
 
@@ -59,6 +60,9 @@ def check_config(cfg: DictConfig) -> None:
             "trainer.gradient_clip_val does not apply (training uses manual optimization); set optimizer.grad_clip="
             f"{cfg.trainer.gradient_clip_val} instead"
         )
+    for key in ("performance.compile", "performance.channels_last", "performance.tf32", "optimizer.fused"):
+        if not isinstance(OmegaConf.select(cfg, key), bool):
+            raise ConfigError(f"{key} must be true or false, got {OmegaConf.select(cfg, key)!r}")
     window = cfg.metrics.get("usage_window")
     if window is not None and (not isinstance(window, int) or isinstance(window, bool) or window < 1):
         raise ConfigError(
@@ -93,7 +97,8 @@ def build_tokenizer(cfg: DictConfig) -> tuple[Tokenizer, dict[str, float]]:
 
 def build_training_module(cfg: DictConfig, for_training: bool = True) -> TokenizerModule:
     """The LightningModule of a config. ``for_training=False`` (evaluation) skips the perceptual network and the
-    discriminator, which evaluation does not use (and whose weights may be absent offline)."""
+    discriminator, which evaluation does not use (and whose weights may be absent offline), and the
+    ``performance.channels_last`` / ``performance.compile`` speed-ups: evaluation runs the plain fp32 path."""
     tokenizer, weights = build_tokenizer(cfg)
     loss = cfg.loss
     perceptual_weight = float(OmegaConf.select(loss, "perceptual.weight", default=0.0) or 0.0)
@@ -106,7 +111,7 @@ def build_training_module(cfg: DictConfig, for_training: bool = True) -> Tokeniz
         discriminator = PatchDiscriminator(in_channels=cfg.data.channels, **loss.discriminator)
     optimizer = OmegaConf.to_container(cfg.optimizer, resolve=True)
     optimizer["betas"] = tuple(optimizer["betas"])
-    return TokenizerModule(
+    module = TokenizerModule(
         tokenizer,
         loss_weights=weights,
         reconstruction_loss=loss.reconstruction,
@@ -121,6 +126,9 @@ def build_training_module(cfg: DictConfig, for_training: bool = True) -> Tokeniz
         config_yaml=OmegaConf.to_yaml(cfg, resolve=False),
         usage_window=cfg.metrics.get("usage_window"),
     )
+    if for_training:
+        speed_up(module, channels_last=cfg.performance.channels_last, compile=cfg.performance.compile)
+    return module
 
 
 #: AlexNet's stride-4 stem and two max-pools leave no pixels for its later layers below 31x31.

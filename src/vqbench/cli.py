@@ -25,6 +25,7 @@ from vqbench.training.callbacks import (
     StopOnNonFiniteLoss,
 )
 from vqbench.training.module import TokenizerModule
+from vqbench.training.performance import set_tf32
 
 log = logging.getLogger("vqbench")
 
@@ -95,6 +96,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         print(f"skipped (already finished): {out}")
         return finished["metrics"]
     L.seed_everything(cfg.seed, workers=True, verbose=False)
+    set_tf32(cfg.performance.tf32)
     datamodule = build_datamodule(cfg)
     module = build_training_module(cfg)
     checkpoints = ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, save_top_k=0)
@@ -224,6 +226,7 @@ def evaluate_checkpoint(
 ) -> tuple[dict[str, float], dict, dict[str, str]]:
     """SPEC §6 on the test split: the metrics, the protocol that produced them, and the metrics that could not be
     computed (missing pretrained weights) with the reason."""
+    set_tf32(False)  # the protocol's numbers come from IEEE fp32, also right after a TF32 training in this process
     module = build_training_module(eval_cfg, for_training=False)
     load_tokenizer_weights(module, payload, ckpt, use_ema=bool(eval_cfg.metrics.get("use_ema", False)))
     datamodule = build_datamodule(eval_cfg)

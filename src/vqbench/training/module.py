@@ -59,6 +59,7 @@ class OptimizerSettings:
     grad_clip: float | None = None
     schedule: str = "constant"  # or linear: linear warmup over warmup_fraction of max_steps, then linear decay to 0
     warmup_fraction: float = 0.0
+    fused: bool = False  # one fused Adam kernel per step; False keeps PyTorch's default (foreach on CUDA)
 
 
 def lr_factor(step: int, total_steps: int, settings: OptimizerSettings) -> float:
@@ -214,16 +215,12 @@ class TokenizerModule(L.LightningModule):
 
     def configure_optimizers(self):
         s = self.optimizer_settings
-        g_opt = torch.optim.Adam(
-            self.tokenizer.parameters(), lr=s.lr, betas=tuple(s.betas), weight_decay=s.weight_decay
-        )
+        # fused=False would also switch off PyTorch's default foreach kernels, so "not fused" is passed as None
+        adam = {"lr": s.lr, "betas": tuple(s.betas), "weight_decay": s.weight_decay, "fused": s.fused or None}
+        g_opt = torch.optim.Adam(self.tokenizer.parameters(), **adam)
         optimizers = [g_opt]
         if self.discriminator is not None:
-            optimizers.append(
-                torch.optim.Adam(
-                    self.discriminator.parameters(), lr=s.lr, betas=tuple(s.betas), weight_decay=s.weight_decay
-                )
-            )
+            optimizers.append(torch.optim.Adam(self.discriminator.parameters(), **adam))
         if s.schedule == "constant":
             return optimizers
         total = self.trainer.max_steps if self.trainer.max_steps > 0 else int(self.trainer.estimated_stepping_batches)

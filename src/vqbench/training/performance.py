@@ -1,0 +1,45 @@
+"""The speed levers of ``performance.*``: TF32, the channels-last layout, and ``torch.compile``.
+
+None of them changes the model or the objective; each changes the floating-point arithmetic a little (README,
+"Performance"). The quantizers are never compiled and always run in IEEE fp32 (``Quantizer.forward``): rounding
+and nearest-code search are what the suite measures.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch._functorch.config
+from torch import nn
+
+
+def set_tf32(enabled: bool) -> None:
+    """TF32 tensor cores (Ampere and later; 10-bit mantissa in the products, fp32 accumulation) for fp32 matmuls and
+    cuDNN convolutions, or IEEE fp32 for both. Only CUDA kernels read these flags."""
+    torch.set_float32_matmul_precision("high" if enabled else "highest")
+    torch.backends.cudnn.allow_tf32 = enabled
+
+
+def compiled_networks(module: nn.Module) -> list[nn.Module]:
+    """What ``performance.compile`` compiles: the tokenizer's encoder and decoder, and the discriminator."""
+    networks = [module.tokenizer.encoder, module.tokenizer.decoder]
+    if module.discriminator is not None:
+        networks.append(module.discriminator)
+    return networks
+
+
+def speed_up(module: nn.Module, channels_last: bool = False, compile: bool = False) -> None:
+    """Applies the layout and compilation to a TokenizerModule in place (its state-dict keys do not change).
+
+    channels_last: every 4-D parameter and buffer (tokenizer, discriminator, perceptual network, weight EMA) in NHWC;
+    activations follow the weights. compile: ``nn.Module.compile`` on each of ``compiled_networks``, compiled on
+    their first call.
+    """
+    if channels_last:
+        module.to(memory_format=torch.channels_last)
+    if compile:
+        if module.discriminator is not None and module.adversarial.adaptive:
+            # The adaptive weight differentiates twice with retain_graph=True through the compiled decoder and
+            # discriminator; compiled backward graphs that reuse ("donate") their saved buffers allow only one pass.
+            torch._functorch.config.donated_buffer = False
+        for network in compiled_networks(module):
+            network.compile()
