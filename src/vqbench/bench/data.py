@@ -9,8 +9,9 @@ folder (178x218 JPEGs of real photographs + list_eval_partition.txt) into a temp
 Part 2, per CPU core: images/s of one process (one torch thread) reading, decoding and preprocessing the items of
 each recipe's training split (and ImageNet's evaluation transform) from files in the real formats: CelebA JPEGs,
 ImageNet JPEGs of 500x375 (the most common ImageNet size), FFHQ PNGs of 1024x1024, FashionMNIST IDX. A loader with
-N workers delivers about N times that. With docs/benchmarks/train-cpu.json present (``python -m vqbench.bench
-train``), the table adds the images/s each recipe needs on one H100 (its projection) and the cores that takes.
+N workers delivers about N times that. With results of ``python -m vqbench.bench train`` present
+(docs/benchmarks/train-*.json), the table adds the images/s each recipe needs on one H100 (its projection) and the
+cores that takes.
 
 Results go to docs/benchmarks/data-cpu.json and the "data" section of docs/benchmarks.md.
 """
@@ -138,10 +139,11 @@ def _core_cases(celeba: Path, scratch: Path) -> list[tuple[str, list[str], objec
 
 
 def _needed_rates() -> dict[str, dict]:
-    path = DOCS / "benchmarks" / "train-cpu.json"
-    if not path.is_file():
-        return {}
-    return {p["recipe"]: p for p in json.loads(path.read_text()).get("projection", [])}
+    """The H100 projections of every recipe in the train benchmark's results (train-*.json)."""
+    rates = {}
+    for path in sorted((DOCS / "benchmarks").glob("train-*.json")):
+        rates |= {p["recipe"]: p for p in json.loads(path.read_text()).get("projection", [])}
+    return rates
 
 
 def _core_part(args: argparse.Namespace, celeba: Path, scratch: Path) -> list[dict]:

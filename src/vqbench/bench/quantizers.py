@@ -201,7 +201,7 @@ def _ratio(ours: dict | None, theirs: dict | None, key: str) -> str:
 
 
 def markdown(results: list[dict], meta: dict) -> str:
-    by_key = {(r["impl"], r["K"], r["d"], r["N"]): r for r in results}
+    by_key = {(r["impl"], r["K"], r["N"]): r for r in results}  # (K, N) name a case: d follows from K where it varies
     lines = [
         f"Device: {meta['device_name']}; {meta['load']}; torch {meta['torch']}, "
         f"vector-quantize-pytorch {meta['vqp']}; "
@@ -218,8 +218,8 @@ def markdown(results: list[dict], meta: dict) -> str:
     ]
     for ours_impl, theirs_impl in PAIRS:
         for size, dim, tokens in SIZES[ours_impl]:
-            ours = by_key.get((ours_impl, size, dim, tokens))
-            theirs = by_key.get((theirs_impl, size, dim, tokens))
+            ours = by_key.get((ours_impl, size, tokens))
+            theirs = by_key.get((theirs_impl, size, tokens))
             if ours is None and theirs is None:
                 continue
             (ot, om), (tt, tm) = _fmt_case(ours), _fmt_case(theirs)
@@ -228,7 +228,24 @@ def markdown(results: list[dict], meta: dict) -> str:
                 f"| {ours_impl} | {theirs_name} | {size} | {dim} | {tokens} | {ot} | {tt} "
                 f"| {_ratio(ours, theirs, 'seconds')} | {om} | {tm} | {_ratio(ours, theirs, 'peak_bytes')} |"
             )
+    runs = {}
+    for row in results:
+        runs.setdefault(row.get("run"), set()).add(row["impl"].replace("vqp_", ""))
+    if len(runs) > 1:
+        lines += ["", "Measured in more than one run (each pair's ratio within one run):"]
+        lines += [f"- {', '.join(sorted(impls))}: {run}" for run, impls in runs.items()]
     return "\n".join(lines)
+
+
+def _carried_over(path, results: list[dict]) -> list[dict]:
+    """With --only: the earlier run's rows of the pairs not measured now (each pair's ratio stays within one run)."""
+    if not path.is_file():
+        return []
+    previous = json.loads(path.read_text())
+    measured = {pair for pair in PAIRS if any(r["impl"] in pair for r in results)}
+    kept = [r for r in previous["results"] if not any(r["impl"] in pair for pair in measured)]
+    earlier = f"an earlier run: `{previous['meta']['command']}`"
+    return [{**r, "run": r.get("run", earlier)} for r in kept]
 
 
 def bench_quantizers(args: argparse.Namespace) -> int:
@@ -263,16 +280,21 @@ def bench_quantizers(args: argparse.Namespace) -> int:
                 row = _run_in_subprocess(case, args.case_timeout_s)
                 print(json.dumps(row), flush=True)
                 results.append(row)
+    load = f"load average {load_before:.1f} at the start, {load_average():.1f} at the end"
+    command = " ".join(["python -m vqbench.bench", *sys.argv[1:]])
+    for row in results:
+        row["run"] = f"{time.strftime('%Y-%m-%d')}, {load}: `{command}`"
     meta = {
         "device": device,
         "device_name": device_name(device),
-        "load": f"load average {load_before:.1f} at the start, {load_average():.1f} at the end",
+        "load": load,
         "torch": torch.__version__,
         "vqp": vqp_version,
         "repeats": args.repeats,
-        "command": " ".join(["python -m vqbench.bench", *sys.argv[1:]]),
+        "command": command,
     }
     out = DOCS / "benchmarks" / f"quantizers-{device}.json"
+    results = _carried_over(out, results) + results if args.only else results
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
     table = markdown(results, meta)

@@ -16,7 +16,8 @@ Model FLOPs per image are counted with ``torch.utils.flop_counter.FlopCounterMod
 MFU = achieved FLOP/s / the device's peak: on CUDA the dense tensor-core (bf16, TF32) or fp32 peak of the device
 from ``PEAK_TFLOPS``; on a CPU the fp32 matmul rate measured in the same run.
 
-Results go to docs/benchmarks/train-<device>.json and the "train (<device>)" section of docs/benchmarks.md.
+Results go to docs/benchmarks/train-<device>.json and the "train (<device>)" section of docs/benchmarks.md
+(with ``--name NAME``: train-<device>-NAME.json and the section "train (<device>, NAME)").
 """
 
 from __future__ import annotations
@@ -566,12 +567,13 @@ def bench_train(args: argparse.Namespace) -> int:
         "turn": args.turn,
         "peak_note": peak_note,
     }
-    out = DOCS / "benchmarks" / f"train-{args.device}.json"
+    suffix = f"-{args.name}" if args.name else ""
+    out = DOCS / "benchmarks" / f"train-{args.device}{suffix}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"meta": meta, "results": rows, "projection": projections}, indent=2) + "\n")
     table = markdown(rows, meta) + "\n\n" + projection_markdown(projections, args.assumed_mfu)
     print(table)
-    write_section(f"train ({args.device})", table, meta["command"])
+    write_section(f"train ({args.device}{', ' + args.name if args.name else ''})", table, meta["command"])
     return 0
 
 
@@ -592,3 +594,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--peak-tflops", type=float, help="the device's peak, for a GPU not in PEAK_TFLOPS")
     parser.add_argument("--assumed-mfu", type=float, default=0.3, help="MFU of the projected H100 wall times")
+    parser.add_argument("--name", help="keep this run apart: train-<device>-NAME.json and its own section")
