@@ -337,9 +337,10 @@ def bench_recipe(recipe: str, args: argparse.Namespace) -> list[dict]:
             if batch == 1:
                 raise
             print(f"{recipe}: batch {batch} does not fit; trying {batch // 2}", flush=True)
-            batch //= 2
-            gc.collect()
-            torch.cuda.empty_cache()
+        # out of the except block, where the traceback no longer holds the models of the failed attempt
+        batch //= 2
+        gc.collect()
+        torch.cuda.empty_cache()
 
 
 def _bench_recipe_at(recipe: str, base, batch: int, args: argparse.Namespace) -> list[dict]:
