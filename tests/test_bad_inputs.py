@@ -227,7 +227,10 @@ CASES: dict[str, Setup] = {
     ),
     "grad_clip=0": lambda s, t: ([*TINY, "optimizer.grad_clip=0"], "optimizer.grad_clip must be a positive gradient"),
     "warmup_fraction": lambda s, t: ([*TINY, "optimizer.warmup_fraction=1.5"], "optimizer.warmup_fraction must be in"),
-    "schedule": lambda s, t: ([*TINY, "optimizer.schedule=cosine"], "optimizer.schedule must be one of constant, linear, annealing_linear, exponential"),
+    "schedule": lambda s, t: (
+        [*TINY, "optimizer.schedule=cosine"],
+        "optimizer.schedule must be one of constant, linear, annealing_linear, exponential",
+    ),
     "ema_decay": lambda s, t: ([*TINY, "ema_decay=1.5"], "ema_decay must be in (0, 1) (e.g. 0.9999) or null, got 1.5"),
     "reconstruction loss": lambda s, t: ([*TINY, "loss.reconstruction=huber"], "loss.reconstruction must be one of"),
     "adversarial loss": lambda s, t: (

@@ -95,6 +95,7 @@ TINY_SWEEP = [
     "trainer.enable_progress_bar=false",
     "metrics.lpips=false",
     "metrics.rfid=false",
+    "performance.compile=false",  # the recipes compile for the GPU; on a CPU that alone takes minutes
 ]
 
 

@@ -644,6 +644,7 @@ SMALL = [
     "data.batch_size=2",
     "data.eval_batch_size=2",
     "data.num_workers=0",
+    "performance.compile=false",  # the recipes compile for the GPU; on a CPU that alone takes minutes
 ]
 
 

@@ -60,6 +60,7 @@ from vqbench.training.callbacks import (
 from vqbench.training.checkpoints import AtomicCheckpointIO, LastCheckpoint
 from vqbench.training.hparams import hyperparameters, log_final
 from vqbench.training.module import TokenizerModule
+from vqbench.training.performance import lever_on, set_tf32
 
 log = logging.getLogger("vqbench")
 
@@ -351,6 +352,7 @@ def train(cfg: DictConfig, progress: Progress | None = None) -> dict[str, float]
     _check_writable(out)
     resume = _resume_from(cfg, out)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
+    set_tf32(lever_on(cfg.performance.tf32, cfg))
     datamodule = build_datamodule(cfg)
     module = build_training_module(cfg)
     checkpoint = out / "checkpoints" / "last.ckpt"
@@ -550,6 +552,7 @@ def evaluate_checkpoint(
 ) -> tuple[dict[str, float], dict, dict[str, str]]:
     """The evaluation protocol (docs/protocol.md) on the test split: the metrics, the protocol that produced them,
     and the metrics that could not be computed (missing pretrained weights) with the reason."""
+    set_tf32(False)  # the protocol's numbers come from IEEE fp32, also right after a TF32 training in this process
     module = build_training_module(eval_cfg, for_training=False)
     load_tokenizer_weights(module, payload, ckpt, use_ema=bool(eval_cfg.metrics.get("use_ema", False)))
     datamodule = build_datamodule(eval_cfg)

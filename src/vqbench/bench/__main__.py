@@ -1,4 +1,4 @@
-"""python -m vqbench.bench quantizers|data [options]; see each module's docstring."""
+"""python -m vqbench.bench quantizers|train|data [options]; see each module's docstring."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from vqbench.bench import data, quantizers
+from vqbench.bench import data, quantizers, train
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,12 +21,18 @@ def main(argv: list[str] | None = None) -> int:
     q = sub.add_parser("quantizers", help="our vq/ema/fsq/lfq vs vector-quantize-pytorch")
     q.add_argument("--repeats", type=int, default=3)
     q.add_argument("--memory-limit-gb", type=float, default=16.0)
+    q.add_argument(
+        "--case-timeout-s", type=float, default=600.0, help="a case still running after this is 'out of time'"
+    )
     q.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     q.add_argument("--only", nargs="*", choices=[p[0] for p in quantizers.PAIRS], help="measure only these of ours")
+    t = sub.add_parser("train", help="training throughput and MFU of every recipe, fp32 vs the speed options")
+    train.add_arguments(t)
     d = sub.add_parser("data", help="images/s of the plain and the cached CelebA loaders")
     data.add_arguments(d)
     args = parser.parse_args(argv)
-    return quantizers.bench_quantizers(args) if args.what == "quantizers" else data.bench_data(args)
+    run = {"quantizers": quantizers.bench_quantizers, "train": train.bench_train, "data": data.bench_data}
+    return run[args.what](args)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 from pathlib import Path
 
@@ -18,6 +19,20 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "CPU"
+
+
+def device_name(device: str) -> str:
+    """The accelerator's name, or the CPU model and the threads torch uses."""
+    import torch
+
+    if device == "cuda":
+        return torch.cuda.get_device_name()
+    return f"{cpu_model()} ({torch.get_num_threads()} threads)"
+
+
+def load_average() -> float:
+    """The 1-minute load average: the machine may be shared, so every benchmark records it beside its timings."""
+    return os.getloadavg()[0]
 
 
 def write_section(name: str, body: str, command: str) -> None:

@@ -1,33 +1,44 @@
 """Benchmarks (not tests): forward+backward time and peak memory of our quantizers vs vector-quantize-pytorch.
 
-    python -m vqbench.bench quantizers [--repeats 3] [--memory-limit-gb 16] [--device cpu]
+    python -m vqbench.bench quantizers [--repeats 3] [--memory-limit-gb 16] [--case-timeout-s 600] [--device cpu]
+                                       [--only lfq ...]
 
 Each (implementation, K, d, N) case runs in a fresh subprocess so its peak memory is its own, under an address-space
 limit so that a case that needs more memory than the machine has fails with "out of memory" instead of taking the
-machine down. Results are written as JSON to docs/benchmarks/quantizers-<device>.json and as a table into
-docs/benchmarks.md (between the markers of that section); ratios compare the two implementations measured in the
-same run. Needs the benchmark extra: pip install -e ".[bench]".
+machine down, and under a time limit so that a case that would take hours is reported as "out of time". Results are
+written as JSON to docs/benchmarks/quantizers-<device>.json and as a table into docs/benchmarks.md (between the
+markers of that section); ratios compare the two implementations measured in the same run. Needs the benchmark
+extra: pip install -e ".[bench]".
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
+import math
 import resource
 import statistics
 import subprocess
 import sys
 import time
 
-from vqbench.bench.common import DOCS, write_section
+from vqbench.bench.common import DOCS, device_name, load_average, write_section
 
-#: (K, d, N) of the issue: SimpleCNN's 512 x 64 on 256 images of 16x16 tokens, and LlamaGen-size codebooks.
-SIZES = [(512, 64, 65536), (16384, 8, 16384), (16384, 8, 65536)]
-#: FSQ levels and LFQ bits with the same K.
+#: FSQ levels with the same K as the VQ rows.
 FSQ_LEVELS = {512: [8, 8, 8], 16384: [8, 8, 8, 6, 5]}
-LFQ_BITS = {512: 9, 16384: 14}
+#: (K, d, N) per quantizer: SimpleCNN's 512 x 64 on 256 images of 16x16 tokens, LlamaGen-size codebooks, and for LFQ
+#: MAGVIT-v2-size codebooks (2^16, 2^18). d is the width the quantizer sees (FSQ: levels, LFQ: bits = log2 K).
+SIZES = {
+    "vq": [(512, 64, 65536), (16384, 8, 16384), (16384, 8, 65536)],
+    "ema": [(512, 64, 65536), (16384, 8, 16384), (16384, 8, 65536)],
+    "fsq": [(512, 3, 65536), (16384, 5, 65536)],
+    "lfq": [(512, 9, 65536), (2**14, 14, 16384), (2**14, 14, 65536), (2**16, 16, 65536), (2**18, 18, 65536)],
+}
 PAIRS = [("vq", "vqp_vq"), ("ema", "vqp_ema"), ("fsq", "vqp_fsq"), ("lfq", "vqp_lfq")]
+
+
+def _lfq_bits(size: int) -> int:
+    return int(math.log2(size))
 
 
 def _build(impl: str, size: int, dim: int):
@@ -48,7 +59,8 @@ def _build(impl: str, size: int, dim: int):
     if impl == "lfq":
         from vqbench.quantizers import LookupFreeQuantizer
 
-        return LookupFreeQuantizer(LFQ_BITS[size], bits=LFQ_BITS[size]), LFQ_BITS[size]
+        bits = _lfq_bits(size)
+        return LookupFreeQuantizer(bits, bits=bits), bits
     import vector_quantize_pytorch as vqp
 
     if impl == "vqp_vq":
@@ -70,7 +82,7 @@ def _build(impl: str, size: int, dim: int):
         levels = FSQ_LEVELS[size]
         return vqp.FSQ(levels=levels, dim=len(levels)), len(levels)
     if impl == "vqp_lfq":
-        bits = LFQ_BITS[size]
+        bits = _lfq_bits(size)
         module = vqp.LFQ(dim=bits, codebook_size=2**bits, entropy_loss_weight=0.1, commitment_loss_weight=0.25)
         return module, bits
     raise ValueError(f"unknown implementation {impl!r}")
@@ -156,10 +168,16 @@ def run_case(impl: str, size: int, dim: int, tokens: int, repeats: int, memory_l
     return result
 
 
-def _run_in_subprocess(case: dict) -> dict:
-    completed = subprocess.run(
-        [sys.executable, "-m", "vqbench.bench", "_case", json.dumps(case)], capture_output=True, text=True
-    )
+def _run_in_subprocess(case: dict, timeout_s: float) -> dict:
+    try:
+        completed = subprocess.run(
+            [sys.executable, "-m", "vqbench.bench", "_case", json.dumps(case)],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
+    except subprocess.TimeoutExpired:
+        return {**case, "error": f"out of time (> {timeout_s:g} s)"}
     if completed.returncode != 0:
         tail = completed.stderr.strip().splitlines()[-1:] or ["(no output)"]
         return {**case, "error": f"crashed: {tail[0]}"}
@@ -178,14 +196,15 @@ def _ratio(ours: dict | None, theirs: dict | None, key: str) -> str:
     if not ours or not theirs or "error" in ours:
         return "—"
     if "error" in theirs:
-        return "theirs OOM"
+        return "theirs " + ("OOM" if "memory" in theirs["error"] else "out of time")
     return f"{theirs[key] / max(ours[key], 1e-12):.2f}x"
 
 
 def markdown(results: list[dict], meta: dict) -> str:
-    by_key = {(r["impl"], r["K"], r["d"], r["N"]): r for r in results}
+    by_key = {(r["impl"], r["K"], r["N"]): r for r in results}  # (K, N) name a case: d follows from K where it varies
     lines = [
-        f"Device: {meta['device_name']}; torch {meta['torch']}, vector-quantize-pytorch {meta['vqp']}; "
+        f"Device: {meta['device_name']}; {meta['load']}; torch {meta['torch']}, "
+        f"vector-quantize-pytorch {meta['vqp']}; "
         f"median of at least {meta['repeats']} forward+backward steps (at least 1 s of them) after one warm-up; peak = "
         + (
             "high-water mark of resident memory during the measured steps, over the resident memory before them."
@@ -198,19 +217,35 @@ def markdown(results: list[dict], meta: dict) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for ours_impl, theirs_impl in PAIRS:
-        for size, dim, tokens in SIZES:
-            ours = by_key.get((ours_impl, size, dim, tokens))
-            theirs = by_key.get((theirs_impl, size, dim, tokens))
+        for size, dim, tokens in SIZES[ours_impl]:
+            ours = by_key.get((ours_impl, size, tokens))
+            theirs = by_key.get((theirs_impl, size, tokens))
             if ours is None and theirs is None:
                 continue
             (ot, om), (tt, tm) = _fmt_case(ours), _fmt_case(theirs)
-            shown_dim = {"fsq": len(FSQ_LEVELS[size]), "lfq": LFQ_BITS[size]}.get(ours_impl, dim)
             theirs_name = theirs_impl.replace("vqp_", "vqp.")
             lines.append(
-                f"| {ours_impl} | {theirs_name} | {size} | {shown_dim} | {tokens} | {ot} | {tt} "
+                f"| {ours_impl} | {theirs_name} | {size} | {dim} | {tokens} | {ot} | {tt} "
                 f"| {_ratio(ours, theirs, 'seconds')} | {om} | {tm} | {_ratio(ours, theirs, 'peak_bytes')} |"
             )
+    runs = {}
+    for row in results:
+        runs.setdefault(row.get("run"), set()).add(row["impl"].replace("vqp_", ""))
+    if len(runs) > 1:
+        lines += ["", "Measured in more than one run (each pair's ratio within one run):"]
+        lines += [f"- {', '.join(sorted(impls))}: {run}" for run, impls in runs.items()]
     return "\n".join(lines)
+
+
+def _carried_over(path, results: list[dict]) -> list[dict]:
+    """With --only: the earlier run's rows of the pairs not measured now (each pair's ratio stays within one run)."""
+    if not path.is_file():
+        return []
+    previous = json.loads(path.read_text())
+    measured = {pair for pair in PAIRS if any(r["impl"] in pair for r in results)}
+    kept = [r for r in previous["results"] if not any(r["impl"] in pair for pair in measured)]
+    earlier = f"an earlier run: `{previous['meta']['command']}`"
+    return [{**r, "run": r.get("run", earlier)} for r in kept]
 
 
 def bench_quantizers(args: argparse.Namespace) -> int:
@@ -226,20 +261,12 @@ def bench_quantizers(args: argparse.Namespace) -> int:
         print('error: vector-quantize-pytorch is not installed; pip install -e ".[bench]"', file=sys.stderr)
         return 2
     device = args.device
-    device_name = (
-        torch.cuda.get_device_name()
-        if device == "cuda"
-        else f"{platform.processor() or 'CPU'} ({torch.get_num_threads()} threads)"
-    )
+    load_before = load_average()
     results = []
     for ours_impl, theirs_impl in PAIRS:
         if args.only and ours_impl not in args.only:
             continue
-        for size, dim, tokens in SIZES:
-            if ours_impl == "fsq" and (size, dim, tokens) == (16384, 8, 16384):
-                continue  # FSQ does not depend on d; the larger N at K = 16384 is kept
-            if ours_impl == "lfq" and (size, dim, tokens) == (16384, 8, 65536):
-                continue  # the 2^14-way entropy over 65,536 tokens takes minutes per step on a CPU
+        for size, dim, tokens in SIZES[ours_impl]:
             for impl in (ours_impl, theirs_impl):
                 case = {
                     "impl": impl,
@@ -250,18 +277,24 @@ def bench_quantizers(args: argparse.Namespace) -> int:
                     "memory_limit_gb": args.memory_limit_gb,
                     "device": device,
                 }
-                row = _run_in_subprocess(case)
+                row = _run_in_subprocess(case, args.case_timeout_s)
                 print(json.dumps(row), flush=True)
                 results.append(row)
+    load = f"load average {load_before:.1f} at the start, {load_average():.1f} at the end"
+    command = " ".join(["python -m vqbench.bench", *sys.argv[1:]])
+    for row in results:
+        row["run"] = f"{time.strftime('%Y-%m-%d')}, {load}: `{command}`"
     meta = {
         "device": device,
-        "device_name": device_name,
+        "device_name": device_name(device),
+        "load": load,
         "torch": torch.__version__,
         "vqp": vqp_version,
         "repeats": args.repeats,
-        "command": " ".join(["python -m vqbench.bench", *sys.argv[1:]]),
+        "command": command,
     }
     out = DOCS / "benchmarks" / f"quantizers-{device}.json"
+    results = _carried_over(out, results) + results if args.only else results
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
     table = markdown(results, meta)

@@ -81,10 +81,16 @@ def write_fashion_mnist(root: Path, train: int = 24, test: int = 10, compress: b
     return root
 
 
-def write_imagenet(root: Path, classes: int = 2, per_class: int = 3, val: int = 4, flat_val: bool = True) -> Path:
-    """ImageNet's layout: train/<synset id>/*.JPEG class folders (ids shaped like n01440764; varied sizes and one
-    grayscale image) and val/ (flat or by class)."""
-    sizes = [(300, 200), (180, 240), (512, 400)]
+def write_imagenet(
+    root: Path,
+    classes: int = 2,
+    per_class: int = 3,
+    val: int = 4,
+    flat_val: bool = True,
+    sizes: tuple[tuple[int, int], ...] = ((300, 200), (180, 240), (512, 400)),
+) -> Path:
+    """ImageNet's layout: train/<synset id>/*.JPEG class folders (ids shaped like n01440764; the (width, height)
+    ``sizes`` in turn, and one grayscale image) and val/ (flat or by class)."""
     index = 0
     for c in range(classes):
         folder = root / "train" / f"n{c:08d}"

@@ -2,12 +2,14 @@
 
 A quantizer maps encoder vectors ``z`` (B x d x H x W) to straight-through codes of the same shape, the token ids
 that name them, and a dict of *unweighted* auxiliary losses. The loss weights live in the config, so the same
-module serves every recipe. Internals always run in fp32, also under bf16/fp16 autocast: rounding and
-nearest-neighbour search in half precision silently change which code is picked.
+module serves every recipe. Internals always run in fp32, also under bf16/fp16 autocast and with TF32 matmuls
+enabled: rounding and nearest-neighbour search in reduced precision silently change which code is picked.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -28,6 +30,21 @@ class QuantizerOutput:
     losses: dict[str, Tensor] = field(default_factory=dict)
 
 
+@contextmanager
+def ieee_fp32_matmuls() -> Iterator[None]:
+    """fp32 matmuls in full IEEE precision inside the block, whatever ``torch.set_float32_matmul_precision`` says
+    outside it (``performance.tf32=true`` sets "high": TF32 on CUDA)."""
+    outside = torch.get_float32_matmul_precision()
+    if outside == "highest":
+        yield
+        return
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(outside)
+
+
 class Quantizer(nn.Module):
     """Base class: handles the layout and the fp32 island; subclasses implement ``quantize`` on N x d rows."""
 
@@ -45,7 +62,7 @@ class Quantizer(nn.Module):
             raise ValueError(f"expected z of shape B x {self.dim} x H x W, got {tuple(z.shape)}")
         b, d, h, w = z.shape
         rows = z.permute(0, 2, 3, 1).reshape(-1, d)
-        with torch.autocast(device_type=z.device.type, enabled=False):
+        with torch.autocast(device_type=z.device.type, enabled=False), ieee_fp32_matmuls():
             codes, indices, losses = self.quantize(rows.float())
         codes = codes.reshape(b, h, w, d).permute(0, 3, 1, 2).to(z.dtype)
         indices = indices.reshape(b, h, w, *indices.shape[1:])

@@ -6,11 +6,14 @@ Each of ``bits`` channels is quantized to its sign; the codebook {-1, +1}^bits i
     q = sign(z) (0 -> +1),   codes = z + sg(q - z),   index = sum_i [q_i > 0] 2^i
     L_commitment = MSE(z, sg(q))                                      (weight 0.25)
     L_per_sample_entropy = mean_i H(p_i),  L_codebook_entropy = -H(mean_i p_i)   (weights 0.1 each)
-    with p_i = softmax(-||z_i - c||^2 / tau) over the 2^bits implicit codes, tau = 0.01, and
-    ``codebook_entropy_epsilon`` inside the log of the codebook entropy (``distances.entropy_terms``).
+    with p_i = softmax(-||z_i - c||^2 / tau) = softmax(s <z_i, c>) over the 2^bits implicit codes, tau = 0.01,
+    logit scale s = 2 / tau (``entropy_logit_scale``), and ``codebook_entropy_epsilon`` inside the log of the codebook
+    entropy (``lfq_entropy.codebook_entropy``).
 
-The entropy terms walk over the rows in chunks (``distances.entropy_terms``), so bits = 14..18 never needs an
-N x 2^bits matrix at once. ``codebook.dim`` vectors are projected to ``bits`` channels and back.
+An original that writes the logits as k <z, c> / T has the same p_i with entropy_temperature = 2 T / k.
+The entropy terms are computed exactly through the factorisation of p_i over the bits (``lfq_entropy``): O(N bits)
+for the per-sample term and one (2^(bits/2) x N) @ (N x 2^(bits/2)) product for the code distribution, so
+bits = 14..18 never needs an N x 2^bits matrix. ``codebook.dim`` vectors are projected to ``bits`` channels and back.
 """
 
 from __future__ import annotations
@@ -22,8 +25,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vqbench.quantizers.base import Quantizer, straight_through
-from vqbench.quantizers.distances import entropy_terms
 from vqbench.quantizers.fsq import projection
+from vqbench.quantizers.lfq_entropy import lfq_entropy_terms, logit_scale_for_temperature, sign_codes
 
 
 def bits_for_codebook_size(codebook_size: int) -> int:
@@ -55,10 +58,14 @@ class LookupFreeQuantizer(Quantizer):
         self.project_in = projection(dim, self.bits)
         self.project_out = projection(self.bits, dim)
 
+    @property
+    def entropy_logit_scale(self) -> float:
+        """s in p(c | z) = softmax_c(s <z, c>): 2 / entropy_temperature, i.e. softmax_c(-||z - c||^2 / tau)."""
+        return logit_scale_for_temperature(self.entropy_temperature)
+
     def implicit_codebook(self, device: torch.device) -> Tensor:
         """All 2^bits codes as a 2^bits x bits matrix of +-1, row k being the code of index k."""
-        bits = (torch.arange(self.codebook_size, device=device).unsqueeze(1) // self._powers.to(device)) % 2
-        return bits.float() * 2 - 1
+        return sign_codes(self.bits, device)
 
     def quantize(self, z: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         z = self.project_in(z)
@@ -67,11 +74,8 @@ class LookupFreeQuantizer(Quantizer):
         indices = (positive.long() * self._powers).sum(1)
         losses = {"commitment": F.mse_loss(z, q)}
         if self.compute_entropy and self.training:
-            per_sample, codebook_term = entropy_terms(
-                z,
-                self.implicit_codebook(z.device),
-                self.entropy_temperature,
-                codebook_entropy_epsilon=self.codebook_entropy_epsilon,
+            per_sample, codebook_term = lfq_entropy_terms(
+                z, self.entropy_logit_scale, codebook_entropy_epsilon=self.codebook_entropy_epsilon
             )
             losses["per_sample_entropy"] = per_sample
             losses["codebook_entropy"] = codebook_term

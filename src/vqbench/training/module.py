@@ -80,6 +80,9 @@ class OptimizerSettings:
     warmup_fraction: float = 0.0
     schedule_steps: int | None = None  # the schedule's length T; None: trainer.max_steps
     gamma: float = 1.0
+    fused: bool | str = (
+        False  # one fused Adam kernel per step (true, or "cuda": on CUDA only); False: PyTorch's default
+    )
 
 
 SCHEDULES = ("constant", "linear", "annealing_linear", "exponential")
@@ -286,16 +289,14 @@ class TokenizerModule(L.LightningModule):
 
     def configure_optimizers(self):
         s = self.optimizer_settings
-        g_opt = torch.optim.Adam(
-            self.tokenizer.parameters(), lr=s.lr, betas=tuple(s.betas), weight_decay=s.weight_decay
-        )
+        # fused=False would also switch off PyTorch's default foreach kernels, so "not fused" is passed as None
+        # ("cuda": fused on CUDA only, so that a recipe on a CPU keeps the plain path)
+        fused = (s.fused is True or (s.fused == "cuda" and self.device.type == "cuda")) or None
+        adam = {"lr": s.lr, "betas": tuple(s.betas), "weight_decay": s.weight_decay, "fused": fused}
+        g_opt = torch.optim.Adam(self.tokenizer.parameters(), **adam)
         optimizers = [g_opt]
         if self.discriminator is not None:
-            optimizers.append(
-                torch.optim.Adam(
-                    self.discriminator.parameters(), lr=s.lr, betas=tuple(s.betas), weight_decay=s.weight_decay
-                )
-            )
+            optimizers.append(torch.optim.Adam(self.discriminator.parameters(), **adam))
         if s.schedule == "constant":
             return optimizers
         if s.schedule == "exponential":
