@@ -15,12 +15,18 @@ from torchvision.io import read_image
 from vqbench.build import build_datamodule, build_tokenizer
 
 
-def image_metrics(originals: np.ndarray, reconstructions: np.ndarray) -> dict[str, float]:
-    """Means over images of PSNR, SSIM (scikit-image defaults, data range 1) and L1, for N x H x W x C in [0, 1]."""
+def image_metrics(originals: np.ndarray, reconstructions: np.ndarray, ssim_window: str = "uniform") -> dict[str, float]:
+    """Means over images of PSNR, SSIM and L1, for N x H x W x C in [0, 1]. SSIM: scikit-image's defaults (data range
+    1), or with ``ssim_window="gaussian"`` its Gaussian form (sigma 1.5, an 11x11 window, population covariance: Wang
+    et al. 2004)."""
     pairs = list(zip(originals.astype(np.float64), reconstructions.astype(np.float64), strict=True))
+    gaussian = {"gaussian_weights": True, "sigma": 1.5, "use_sample_covariance": False}
+    options = gaussian if ssim_window == "gaussian" else {}
     return {
         "psnr": float(np.mean([peak_signal_noise_ratio(o, r, data_range=1.0) for o, r in pairs])),
-        "ssim": float(np.mean([structural_similarity(o, r, data_range=1.0, channel_axis=-1) for o, r in pairs])),
+        "ssim": float(
+            np.mean([structural_similarity(o, r, data_range=1.0, channel_axis=-1, **options) for o, r in pairs])
+        ),
         "l1": float(np.mean([np.abs(o - r).mean() for o, r in pairs])),
     }
 
@@ -41,8 +47,16 @@ def code_metrics(tokens: np.ndarray, codebook_size: int | None, window: int | No
     return result
 
 
-def _unit_range_images(images: torch.Tensor) -> np.ndarray:
-    return ((images.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).double().numpy()
+def _unit_range_images(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> np.ndarray:
+    """The model's pixel space -> [0, 1] (x * std + mean, clamped), N x H x W x C."""
+    return (images * std + mean).clamp(0, 1).permute(0, 2, 3, 1).double().numpy()
+
+
+def _pixel_statistic(cfg, key: str) -> torch.Tensor:
+    value = cfg.data.get(key, 0.5)
+    value = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+    values = torch.as_tensor(value, dtype=torch.float32)
+    return values.view(-1, 1, 1) if values.dim() else values
 
 
 def checkpoint_outputs(
@@ -61,16 +75,18 @@ def checkpoint_outputs(
     tokenizer.load_state_dict({k[len(prefix) :]: v for k, v in payload["state_dict"].items() if k.startswith(prefix)})
     dataset = build_datamodule(cfg).dataset(split)
     count = len(dataset) if images is None else images
-    batch = torch.stack([dataset[i] for i in range(count)]).float() / 127.5 - 1
+    mean, std = _pixel_statistic(cfg, "pixel_mean"), _pixel_statistic(cfg, "pixel_std")
+    batch = (torch.stack([dataset[i] for i in range(count)]).float() / 255 - mean) / std
     bf16 = cfg.trainer.precision == "bf16-mixed"
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         reconstruction, quantized = tokenizer.eval()(batch)
     return {
-        "originals": _unit_range_images(batch),
-        "reconstructions": _unit_range_images(reconstruction.float()),
+        "originals": _unit_range_images(batch, mean, std),
+        "reconstructions": _unit_range_images(reconstruction.float(), mean, std),
         "tokens": quantized.indices.reshape(count, -1, *quantized.indices.shape[3:]).numpy(),
         "codebook_size": tokenizer.quantizer.codebook_size,
         "window": cfg.metrics.get("usage_window"),
+        "ssim_window": cfg.metrics.get("ssim_window", "uniform"),
     }
 
 
@@ -78,7 +94,7 @@ def reference_metrics(ckpt: Path, split: str, **options) -> dict[str, float]:
     """Every metric of a split that needs no pretrained network, named as in metrics.json (``split/name``);
     ``options`` as for ``checkpoint_outputs``."""
     outputs = checkpoint_outputs(ckpt, split, **options)
-    metrics = image_metrics(outputs["originals"], outputs["reconstructions"])
+    metrics = image_metrics(outputs["originals"], outputs["reconstructions"], outputs["ssim_window"])
     metrics |= code_metrics(outputs["tokens"], outputs["codebook_size"], outputs["window"])
     return {f"{split}/{name}": value for name, value in metrics.items()}
 
