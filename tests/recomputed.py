@@ -12,7 +12,8 @@ from omegaconf import OmegaConf
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from torchvision.io import read_image
 
-from vqbench.build import build_datamodule, build_tokenizer
+from vqbench.build import build_datamodule, build_tokenizer, pixel_statistic
+from vqbench.data.module import pixel_tensor
 
 
 def image_metrics(originals: np.ndarray, reconstructions: np.ndarray, ssim_window: str = "uniform") -> dict[str, float]:
@@ -53,10 +54,7 @@ def _unit_range_images(images: torch.Tensor, mean: torch.Tensor, std: torch.Tens
 
 
 def _pixel_statistic(cfg, key: str) -> torch.Tensor:
-    value = cfg.data.get(key, 0.5)
-    value = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
-    values = torch.as_tensor(value, dtype=torch.float32)
-    return values.view(-1, 1, 1) if values.dim() else values
+    return pixel_tensor(pixel_statistic(cfg, key), torch.empty(0))
 
 
 def checkpoint_outputs(

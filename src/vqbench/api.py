@@ -119,8 +119,11 @@ class ImageTokenizer:
 
     def from_uint8(self, pixels: Tensor) -> Tensor:
         """uint8 0..255 pixels (B x C x S x S, already cropped) -> the pixel space, as the data module maps them."""
-        data = self.config.data
-        return to_model_range(pixels, _plain(data.get("pixel_mean", 0.5)), _plain(data.get("pixel_std", 0.5)))
+        from vqbench.build import pixel_statistic
+
+        return to_model_range(
+            pixels, pixel_statistic(self.config, "pixel_mean"), pixel_statistic(self.config, "pixel_std")
+        )
 
     def to_uint8(self, images: Tensor) -> Tensor:
         """Images in the pixel space -> uint8 0..255 pixels (clamped, rounded), e.g. to save them as PNG."""
@@ -128,13 +131,10 @@ class ImageTokenizer:
         return images.mul(std).add(mean).clamp(0, 1).mul(255).round().to(torch.uint8)
 
     def _pixel_statistics(self, like: Tensor) -> tuple[Tensor, Tensor]:
-        data = self.config.data
-        mean, std = _plain(data.get("pixel_mean", 0.5)), _plain(data.get("pixel_std", 0.5))
+        from vqbench.build import pixel_statistic
+
+        mean, std = (pixel_statistic(self.config, key) for key in ("pixel_mean", "pixel_std"))
         return pixel_tensor(mean, like), pixel_tensor(std, like)
-
-
-def _plain(value):
-    return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
 
 
 def _as_list(images: ImageInput) -> list[Image.Image | Tensor]:
