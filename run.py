@@ -6,6 +6,8 @@ See README.md for the interface and conf/ for every option.
 import hydra
 from omegaconf import DictConfig
 
+import vqbench.sweep_configs  # noqa: F401  (registers the `sweep` group: the files of sweeps/)
+
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> None:

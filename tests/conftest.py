@@ -11,6 +11,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import open_dict
 
+import vqbench.sweep_configs  # noqa: F401  (the `sweep` group for every test that composes a config)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 #: A narrow SimpleCNN trained for 3 steps, whatever the data.

@@ -1,6 +1,7 @@
 """A clone of the repository explains itself: no file points to documents that live outside it."""
 
 import re
+import subprocess
 
 from tests.conftest import ROOT
 
@@ -48,3 +49,21 @@ def test_the_scan_sees_a_pointer():
     assert OUTSIDE.search(f"the {SEED}'s table") and OUTSIDE.search(f"{SEED} 002's protocol")
     assert not OUTSIDE.search(f"{SEED}: 0") and not OUTSIDE.search(f"quantizer.l2_norm_mode={SEED}")
     assert any(f.name == "README.md" for f in scanned_files())
+
+
+def test_no_symbolic_links_in_the_tree():
+    """Zip downloads and Windows checkouts drop symlinks: the tree holds plain files only (git's own listing)."""
+    listing = subprocess.run(["git", "ls-files", "-s"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    links = [line.split("\t", 1)[1] for line in listing.splitlines() if line.startswith("120000 ")]
+    assert links == []
+
+
+def test_the_sweep_group_is_the_sweeps_folder():
+    """`+sweep=NAME` composes sweeps/NAME.yaml and `sweep/SUB=NAME` sweeps/SUB/NAME.yaml, without a conf/sweep link."""
+    from vqbench.sweep_configs import SWEEPS_DIR, register_sweeps
+
+    names = register_sweeps()
+    files = sorted(SWEEPS_DIR.rglob("*.yaml"))
+    assert len(names) == len(files) and "sweep/celeba64_vq_dim" in names
+    assert "sweep/imagenet128_fsq_rows/ema" in names
+    assert not (ROOT / "conf" / "sweep").exists()

@@ -14,6 +14,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
+import vqbench.sweep_configs  # noqa: F401  (registers the `sweep` group: the files of sweeps/)
 from vqbench.build import reconcile_codebook_size
 from vqbench.errors import ConfigError
 
