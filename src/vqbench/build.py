@@ -28,7 +28,7 @@ from vqbench.models.tokenizer import Tokenizer
 from vqbench.quantizers.base import Quantizer
 from vqbench.quantizers.fsq import levels_for_codebook_size
 from vqbench.training.module import SCHEDULES, AdversarialSettings, OptimizerSettings, TokenizerModule
-from vqbench.training.performance import LEVER_VALUES, lever_on, speed_up
+from vqbench.training.performance import SWITCHES, speed_up
 from vqbench.training.token_count import TokenCount
 
 log = logging.getLogger("vqbench")
@@ -113,11 +113,12 @@ def check_config(cfg: DictConfig) -> None:
     _check_optimizer(cfg.optimizer)
     if adversarial is not None:
         _check_adversarial(adversarial)
-    for key in ("performance.compile", "performance.channels_last", "performance.tf32", "optimizer.fused"):
-        value = OmegaConf.select(cfg, key, default=False)
-        if not any(value is choice or (isinstance(value, str) and value == choice) for choice in LEVER_VALUES):
+    for switch in SWITCHES:
+        value = OmegaConf.select(cfg, f"performance.{switch}", default=False)
+        if not isinstance(value, bool):
             raise ConfigError(
-                f"{key} must be true, false or cuda (on for CUDA trainings only), got {OmegaConf.select(cfg, key)!r}"
+                f"performance.{switch} must be true or false, got {value!r}; performance=gpu turns every speed "
+                "switch on, performance=plain (the default) turns them off"
             )
     every = OmegaConf.select(cfg, "checkpoint.every_n_steps")
     if every is not None and not _is_positive_int(every):
@@ -255,9 +256,7 @@ def build_tokenizer(cfg: DictConfig) -> tuple[Tokenizer, dict[str, float]]:
 def build_training_module(cfg: DictConfig, for_training: bool = True) -> TokenizerModule:
     """The LightningModule of a config. ``for_training=False`` (evaluation) skips the perceptual network and the
     discriminator, which evaluation does not use (and whose weights may be absent offline), and the
-    ``performance.channels_last`` / ``performance.compile`` speed-ups: evaluation runs the plain fp32 path. A lever
-    set to ``cuda`` (as the recipes set them) applies to trainings on a CUDA device only (``lever_on``): on a CPU the
-    recipes take the plain path, the one the fidelity references were recorded on."""
+    ``performance.channels_last`` / ``performance.compile`` speed-ups: evaluation runs the plain fp32 path."""
     tokenizer, weights = build_tokenizer(cfg)
     loss = cfg.loss
     perceptual_weight = float(OmegaConf.select(loss, "perceptual.weight", default=0.0) or 0.0)
@@ -270,6 +269,7 @@ def build_training_module(cfg: DictConfig, for_training: bool = True) -> Tokeniz
         discriminator = PatchDiscriminator(in_channels=cfg.data.channels, **loss.discriminator)
     optimizer = OmegaConf.to_container(cfg.optimizer, resolve=True)
     optimizer["betas"] = tuple(optimizer["betas"])
+    optimizer["fused"] = bool(OmegaConf.select(cfg, "performance.fused_adam", default=False)) and for_training
     module = TokenizerModule(
         tokenizer,
         loss_weights=weights,
@@ -292,8 +292,8 @@ def build_training_module(cfg: DictConfig, for_training: bool = True) -> Tokeniz
         performance = cfg.performance
         speed_up(
             module,
-            channels_last=lever_on(performance.channels_last, cfg),
-            compile=lever_on(performance.compile, cfg),
+            channels_last=bool(performance.channels_last),
+            compile=bool(performance.compile),
         )
     return module
 

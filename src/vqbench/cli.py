@@ -60,7 +60,7 @@ from vqbench.training.callbacks import (
 from vqbench.training.checkpoints import AtomicCheckpointIO, LastCheckpoint
 from vqbench.training.hparams import hyperparameters, log_final
 from vqbench.training.module import TokenizerModule
-from vqbench.training.performance import lever_on, set_tf32
+from vqbench.training.performance import set_tf32, trains_on_cuda
 
 log = logging.getLogger("vqbench")
 
@@ -88,6 +88,7 @@ EVAL_RUN_KEYS = ("eval", "ckpt", "hydra")
 #: preprocessing) would silently continue another experiment, so it is refused.
 RESUME_MAY_CHANGE = (
     "trainer",
+    "performance",
     "metrics",
     "checkpoint",
     "ckpt",
@@ -352,7 +353,11 @@ def train(cfg: DictConfig, progress: Progress | None = None) -> dict[str, float]
     _check_writable(out)
     resume = _resume_from(cfg, out)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    set_tf32(lever_on(cfg.performance.tf32, cfg))
+    set_tf32(bool(cfg.performance.tf32))
+    if trains_on_cuda(cfg) and not any(cfg.performance.values()):
+        log.info(
+            "training on CUDA on the plain path; performance=gpu turns on compile, channels_last, TF32 and fused Adam"
+        )
     datamodule = build_datamodule(cfg)
     module = build_training_module(cfg)
     checkpoint = out / "checkpoints" / "last.ckpt"

@@ -80,9 +80,7 @@ class OptimizerSettings:
     warmup_fraction: float = 0.0
     schedule_steps: int | None = None  # the schedule's length T; None: trainer.max_steps
     gamma: float = 1.0
-    fused: bool | str = (
-        False  # one fused Adam kernel per step (true, or "cuda": on CUDA only); False: PyTorch's default
-    )
+    fused: bool = False  # one fused Adam kernel per step (performance.fused_adam); False: PyTorch's default
 
 
 SCHEDULES = ("constant", "linear", "annealing_linear", "exponential")
@@ -290,8 +288,7 @@ class TokenizerModule(L.LightningModule):
     def configure_optimizers(self):
         s = self.optimizer_settings
         # fused=False would also switch off PyTorch's default foreach kernels, so "not fused" is passed as None
-        # ("cuda": fused on CUDA only, so that a recipe on a CPU keeps the plain path)
-        fused = (s.fused is True or (s.fused == "cuda" and self.device.type == "cuda")) or None
+        fused = True if s.fused else None
         adam = {"lr": s.lr, "betas": tuple(s.betas), "weight_decay": s.weight_decay, "fused": fused}
         g_opt = torch.optim.Adam(self.tokenizer.parameters(), **adam)
         optimizers = [g_opt]

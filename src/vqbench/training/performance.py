@@ -1,4 +1,4 @@
-"""The speed levers of ``performance.*``: TF32, the channels-last layout, and ``torch.compile``.
+"""The speed levers of the ``performance`` group: TF32, the channels-last layout, ``torch.compile``, fused Adam.
 
 None of them changes the model or the objective; each changes the floating-point arithmetic a little (README,
 "Performance"). The quantizers are never compiled and always run in IEEE fp32 (``Quantizer.forward``): rounding
@@ -10,9 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-#: A lever is on (true), off (false), or on for CUDA trainings only ("cuda": what the GPU recipes set, so that the same
-#: recipe on a CPU runs the plain path its fidelity references were recorded on).
-LEVER_VALUES = (True, False, "cuda")
+#: The switches of the ``performance`` config group (conf/performance/plain.yaml, gpu.yaml), each a boolean.
+SWITCHES = ("compile", "channels_last", "tf32", "fused_adam")
 
 
 def trains_on_cuda(cfg) -> bool:
@@ -20,11 +19,6 @@ def trains_on_cuda(cfg) -> bool:
     present)."""
     accelerator = str(cfg.trainer.get("accelerator", "auto"))
     return accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
-
-
-def lever_on(value: bool | str, cfg) -> bool:
-    """Whether a ``performance.*`` / ``optimizer.fused`` value turns its lever on for this run."""
-    return value is True or (value == "cuda" and trains_on_cuda(cfg))
 
 
 def set_tf32(enabled: bool) -> None:
