@@ -71,7 +71,7 @@ def test_every_option_of_every_group_composes_and_builds(group):
             if cfg.loss.adversarial is not None:
                 assert module.adversarial == AdversarialSettings(**cfg.loss.adversarial)
         if group == "trainer":
-            # every key is a lightning.Trainer argument (README: "any lightning.Trainer argument")
+            # every key is a lightning.Trainer argument (docs/training.md: "any lightning.Trainer argument")
             assert set(cfg.trainer) <= set(inspect.signature(Trainer).parameters)
 
 

@@ -1,5 +1,5 @@
 """vqbench.report, cell by cell: metrics.json files with known values in, every cell of the printed and written
-tables checked against the layout the README describes."""
+tables checked against the layout docs/sweeps.md describes."""
 
 from __future__ import annotations
 

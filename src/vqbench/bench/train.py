@@ -421,7 +421,7 @@ def _bench_recipe_at(recipe: str, base, batch: int, args: argparse.Namespace) ->
     return rows
 
 
-#: Training images per epoch of the epoch-based recipes (the splits of README "Datasets"), by data module.
+#: Training images per epoch of the epoch-based recipes (the splits of docs/datasets.md), by data module.
 TRAIN_IMAGES = {"celeba": 162_770, "ffhq": 60_000, "fashion_mnist": 55_000}
 
 

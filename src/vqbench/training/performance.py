@@ -1,7 +1,7 @@
 """The speed levers of the ``performance`` group: TF32, the channels-last layout, ``torch.compile``, fused Adam.
 
-None of them changes the model or the objective; each changes the floating-point arithmetic a little (README,
-"Performance"). The quantizers are never compiled and always run in IEEE fp32 (``Quantizer.forward``): rounding
+None of them changes the model or the objective; each changes the floating-point arithmetic a little
+(docs/performance.md). The quantizers are never compiled and always run in IEEE fp32 (``Quantizer.forward``): rounding
 and nearest-code search are what the suite measures.
 """
 
