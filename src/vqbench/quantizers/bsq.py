@@ -12,14 +12,17 @@ channels (L = bits; identities when codebook.dim = bits, the original's own Line
     codebook_entropy   = -sum_g H(mean_i p_i^g) / T         weight gamma = 1, times its loss's 0.1
     p_i^g(c) = softmax_c(2 (1/T) <u_i^g, c / sqrt(L)>) over the 2^G codes c of group g of G channels,  T = 1 / inv_T
 
-The straight-through gradient is scaled by 1 / sqrt(L) too, as in the original. The groups are the original's
-"group" entropy (``persample_entropy_compute='group'`` or ``'analytical'`` and ``cb_entropy_compute='group'``): the
-per-sample entropy factorises over the channels (``lfq_entropy.per_sample_entropy``, exact; the original's
-``log(p + 1e-8)`` differs from it by at most 1e-8 per channel and code), the codebook entropy is the sum of each
-group's entropy (``group_size`` = G; 1 in the b18g18 / b36g36 configs, 9 in the others; ``null`` = all L channels,
-the exact entropy of the code distribution), each through ``lfq_entropy.code_distribution`` and
-``codebook_entropy(epsilon=1e-8)``, the original's log(p + 1e-8). Not carried over: the original's hard (count-based)
-entropy (``soft_entropy=False``), and its loss's codebook-weight ramp (3x over the first 2000 steps).
+The straight-through gradient is scaled by 1 / sqrt(L) too, as in the original. The entropies are the original's
+"group" form (``cb_entropy_compute='group'``): the per-sample entropy factorises over the channels
+(``lfq_entropy.per_sample_entropy``, exact; the original's ``log(p + 1e-8)`` differs from it by at most 1e-8 per
+channel and code), the codebook entropy is the sum of each group's entropy (``group_size`` = G; ``null`` = all L
+channels, the exact entropy of the code distribution), each through ``lfq_entropy.code_distribution`` and
+``codebook_entropy(epsilon=1e-8)``, the original's log(p + 1e-8). ``persample_entropy_compute``: ``group`` or
+``analytical`` as in the original, where ``analytical`` (its 256-px configs) computes the per-sample entropy from
+per-channel probabilities (the same value) *and* then averages those per-channel probabilities for the codebook
+entropy, which is therefore the sum of the L single-channel entropies whatever ``group_size`` says (b18g2 = b18g18).
+Not carried over: the original's hard (count-based) entropy (``soft_entropy=False``), and its loss's codebook-weight
+ramp (3x over the first 2000 steps).
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ class BinarySphericalQuantizer(Quantizer):
         bits: int | None = None,
         codebook_size: int | None = None,
         group_size: int | None = None,
+        persample_entropy_compute: str = "group",
         compute_entropy: bool = True,
         inv_temperature: float = 1.0,
         codebook_entropy_epsilon: float = BSQ_ENTROPY_EPSILON,
@@ -57,9 +61,14 @@ class BinarySphericalQuantizer(Quantizer):
         self.group_size = int(group_size) if group_size else self.bits
         if self.bits % self.group_size != 0:
             raise ValueError(f"quantizer.group_size={group_size} must divide the {self.bits} bits")
+        if persample_entropy_compute not in ("group", "analytical"):
+            raise ValueError(
+                f"quantizer.persample_entropy_compute must be group or analytical, got {persample_entropy_compute!r}"
+            )
         if inv_temperature <= 0:
             raise ValueError(f"quantizer.inv_temperature must be > 0, got {inv_temperature}")
         self.codebook_size = 2**self.bits
+        self.persample_entropy_compute = persample_entropy_compute
         self.compute_entropy = compute_entropy
         self.inv_temperature = inv_temperature
         self.codebook_entropy_epsilon = codebook_entropy_epsilon
@@ -86,9 +95,10 @@ class BinarySphericalQuantizer(Quantizer):
         losses = {"commitment": (q.detach() - u).pow(2).sum(1).mean()}
         if self.compute_entropy and self.training:
             s = self.entropy_logit_scale
+            group_size = 1 if self.persample_entropy_compute == "analytical" else self.group_size
             entropy = sum(
                 codebook_entropy(code_distribution(group, s), self.codebook_entropy_epsilon)
-                for group in u.split(self.group_size, dim=1)
+                for group in u.split(group_size, dim=1)
             )
             losses["per_sample_entropy"] = per_sample_entropy(u, s) / self.inv_temperature
             losses["codebook_entropy"] = -entropy / self.inv_temperature

@@ -22,7 +22,14 @@ import torch.nn.functional as F
 
 OUT = Path(__file__).with_name("bsq.pt")
 #: (bits, group size, per-sample entropy form, inverse temperature)
-SETTINGS = [(8, 1, "group", 1.0), (8, 4, "analytical", 1.0), (8, 8, "group", 2.0), (18, 9, "analytical", 1.0)]
+SETTINGS = [
+    (8, 1, "group", 1.0),
+    (8, 4, "group", 1.0),
+    (8, 4, "analytical", 1.0),
+    (8, 8, "group", 2.0),
+    (18, 9, "analytical", 1.0),
+    (12, 6, "group", 1.0),
+]
 TOKENS = (2, 16)  # B x L tokens, the original's 'blc' layout
 
 
@@ -48,7 +55,11 @@ def main() -> None:
         probe = torch.randn(*TOKENS, bits, generator=generator)
         case = {"bits": bits, "group_size": group, "persample": persample, "inv_temperature": inv_t, "z": z}
         case["probe"] = probe
-        for name, (beta, gamma0, gamma) in {"commitment": (1, 0, 0), "per_sample": (0, 1, 0), "codebook": (0, 0, 1)}.items():
+        for name, (beta, gamma0, gamma) in {
+            "commitment": (1, 0, 0),
+            "per_sample": (0, 1, 0),
+            "codebook": (0, 0, 1),
+        }.items():
             q = bsq.BinarySphericalQuantizer(
                 bits, beta, gamma0, gamma, 1.0, input_format="blc", group_size=group,
                 persample_entropy_compute=persample, l2_norm=True, inv_temperature=inv_t,
