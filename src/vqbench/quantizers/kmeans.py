@@ -45,6 +45,8 @@ def kmeans(
     """(centroids K x d, counts K of the last assignment) of samples (N x d, fp32); ``initial`` replaces the draw."""
     samples = F.normalize(samples, dim=1) if cosine else samples
     means = initial_centroids(samples, num_codes) if initial is None else initial.clone()
+    if cosine:
+        means = F.normalize(means, dim=1)
     if _distributed():
         dist.broadcast(means, src=0)
     counts = torch.zeros(num_codes, device=samples.device, dtype=samples.dtype)

@@ -21,7 +21,7 @@ Options:
   (Fifty et al. 2024, arXiv 2410.06424); the forward values are the same.
 - ``init="kmeans"``: the codebook becomes the k-means of the first ``kmeans_batches`` training batches
   (``kmeans.KMeansInit``, ``kmeans_iterations`` Lloyd steps; spherical with ``l2_norm``), once, identical on every rank.
-- ``dead_code_threshold`` > 0: usage counts N_k <- decay N_k + (1 - decay) n_k (``usage_decay``, from 0, batch counts
+- ``dead_code_threshold`` > 0: usage counts N_k <- decay N_k + (1 - decay) n_k (``usage_decay``, from 1, batch counts
   all-reduced under DDP) and codes with N_k below the threshold restart on batch vectors with N_k = threshold
   (``dead_codes.restart_dead_codes``; lucidrains/vector-quantize-pytorch's ``threshold_ema_dead_code`` with
   ``learnable_codebook=True, ema_update=False``). Restarted codes keep their optimizer state.
@@ -85,7 +85,7 @@ class VectorQuantizer(Quantizer):
         self.dead_code_threshold = dead_code_threshold
         self.usage_decay = usage_decay
         if dead_code_threshold > 0:
-            self.register_buffer("usage_counts", torch.zeros(codebook_size))
+            self.register_buffer("usage_counts", torch.ones(codebook_size))
 
     @staticmethod
     def initial_codebook(codebook_size: int, dim: int) -> Tensor:
