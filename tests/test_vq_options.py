@@ -45,11 +45,13 @@ def test_rotation_trick_keeps_the_forward_value_and_gives_the_rotated_gradient(n
     # three terms of size up to 2 ||z|| from dot products over D channels: 8 D eps before the conditioning
     bound = 8 * D * EPS * (lam * zr_.norm(dim=1) / cond).max().item()
     torch.testing.assert_close(out.codes, ref.codes, rtol=0, atol=bound)
-    grad = torch.autograd.grad((out.codes * probe).sum(), z)[0]
+    grad = torch.autograd.grad((out.codes * probe).sum(), z, retain_graph=True)[0]
     zr = _rows(z.detach()).requires_grad_(True)
     expected = torch.autograd.grad((vqp.rotate_to(zr, qr) * _rows(probe)).sum(), zr)[0]
     g_bound = 8 * D * EPS * (lam * _rows(probe).norm(dim=1) / cond).max().item()
     torch.testing.assert_close(_rows(grad), expected, rtol=0, atol=g_bound)
+    if name == "vq":  # the codebook learns from its own loss term only, as with the straight-through estimator
+        assert torch.autograd.grad((out.codes * probe).sum(), q.codebook, allow_unused=True)[0] is None
     scale = _rows(ref.codes).norm(dim=1) / _rows(z).norm(dim=1)
     torch.testing.assert_close(_rows(grad).norm(dim=1), scale.detach() * _rows(probe).norm(dim=1), rtol=1e-5, atol=0)
 
@@ -139,6 +141,11 @@ def test_ema_kmeans_init_sets_counts_and_sums_to_the_clusters():
     torch.testing.assert_close(q.ema_counts, 0.5 * counts + 0.5 * n, rtol=0, atol=0)
     torch.testing.assert_close(q.ema_sums, 0.5 * means * counts[:, None] + 0.5 * sums, rtol=4 * EPS, atol=4 * EPS)
     assert bool(q.kmeans.done)
+
+
+def test_ema_kmeans_init_needs_the_standard_update_rule():
+    with pytest.raises(ValueError, match="codebook.init"):
+        EMAVectorQuantizer(K, D, init="kmeans", update_rule="pytorch_vq_vae")
 
 
 def test_dead_code_restart_follows_vector_quantize_pytorch():
