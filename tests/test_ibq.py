@@ -116,3 +116,17 @@ def test_entropy_only_when_its_weight_is_set_and_training():
     q = IndexBackpropagationQuantizer(16, 4)
     assert "entropy" in q.train()(torch.randn(1, 4, 2, 2)).losses
     assert "entropy" not in q.eval()(torch.randn(1, 4, 2, 2)).losses
+
+
+def test_memory_stays_bounded_at_16384_codes_in_forward_and_backward():
+    """32-row chunks of the N x K softmax at K = 16384: no tensor larger than one chunk (unchunked: 128 x 16384)."""
+    from tests.test_quantizers import _LargestTensor
+
+    k, budget = 16384, 16384 * 32
+    q = IndexBackpropagationQuantizer(k, 8, max_elements=budget).train()
+    z = torch.randn(2, 8, 8, 8, requires_grad=True)
+    with _LargestTensor() as recorder:
+        out = q(z)
+        (out.codes.sum() + sum(out.losses.values())).backward()
+    assert recorder.largest <= max(budget, k * 8)
+    assert z.grad is not None and q.codebook.grad is not None

@@ -173,3 +173,14 @@ def test_dead_code_restart_follows_vector_quantize_pytorch():
         assert all((rows == c).all(1).any() for c in q.codebook.detach()[moved])
         ref._codebook.embed.data[0].copy_(q.codebook.detach())
     assert restarted_any
+
+
+def test_kmeans_memory_stays_bounded_at_16384_codes():
+    """The assignment step is the chunked nearest-code search: at most 2^25 distances at once (unchunked: 2^27)."""
+    from tests.test_quantizers import _LargestTensor
+    from vqbench.quantizers.distances import DEFAULT_MAX_ELEMENTS
+
+    samples = torch.randn(8192, 4)
+    with _LargestTensor() as recorder:
+        kmeans(samples, 16384, iterations=1)
+    assert recorder.largest <= DEFAULT_MAX_ELEMENTS
