@@ -47,8 +47,9 @@ def _ibq_chunk(
     logits = z @ codebook.t()
     probs = torch.softmax(logits, dim=1)
     indices = probs.max(dim=1).indices
-    hard = F.one_hot(indices, codebook.shape[0]).to(probs.dtype)
-    codes = (hard - probs.detach() + probs) @ codebook
+    # (h - sg(p) + p) E without the N x K one-hot: E_k + (p - sg(p)) E, whose second term is exactly 0 forward and
+    # carries p's gradient backward (the originals' (1 - p_k) + p_k rounds within an ulp of 1: same value up to eps)
+    codes = codebook[indices] + (probs - probs.detach()) @ codebook
     if not with_entropy:
         return codes, indices, z.new_zeros(()), z.new_zeros(codebook.shape[0])
     log_p = torch.log_softmax(logits / temperature, dim=1)
