@@ -4,6 +4,7 @@ of both halves together."""
 
 import os
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -24,30 +25,38 @@ def _rows(z: torch.Tensor) -> torch.Tensor:
     return z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
 
 
-def _worker(rank: int, world_size: int, init_file: str, mode: str, out_dir: str) -> None:
+def _quantizer(mode: str) -> VectorQuantizer:
+    torch.manual_seed(0)
+    if mode == "kmeans":
+        return VectorQuantizer(K, D, init="kmeans", kmeans_iterations=5, kmeans_batches=2).train()
+    return VectorQuantizer(K, D, dead_code_threshold=0.8, usage_decay=0.9).train()
+
+
+def _worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
+    """Both modes in one process group (one spawn: each costs seconds)."""
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
     try:
-        torch.manual_seed(0)
-        if mode == "kmeans":
-            q = VectorQuantizer(K, D, init="kmeans", kmeans_iterations=5, kmeans_batches=2).train()
-        else:
-            q = VectorQuantizer(K, D, dead_code_threshold=0.8, usage_decay=0.9).train()
-        torch.manual_seed(1000 + rank)  # different local randomness: the ranks must still agree
-        for batch in _batches():
-            half = batch.shape[0] // world_size
-            q(batch[rank * half : (rank + 1) * half])
-        torch.save({k: v.clone() for k, v in q.state_dict().items()}, os.path.join(out_dir, f"rank{rank}.pt"))
+        for mode in ("kmeans", "dead_codes"):
+            q = _quantizer(mode)
+            torch.manual_seed(1000 + rank)  # different local randomness: the ranks must still agree
+            for batch in _batches():
+                half = batch.shape[0] // world_size
+                q(batch[rank * half : (rank + 1) * half])
+            state = {k: v.clone() for k, v in q.state_dict().items()}
+            torch.save(state, os.path.join(out_dir, f"{mode}_rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
 
 
-def _run_two_ranks(tmp_path, mode: str) -> list[dict]:
-    mp.spawn(_worker, args=(2, str(tmp_path / "init"), mode, str(tmp_path)), nprocs=2, join=True)
-    return [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory) -> dict[str, list[dict]]:
+    out = tmp_path_factory.mktemp("ddp_codebook")
+    mp.spawn(_worker, args=(2, str(out / "init"), str(out)), nprocs=2, join=True)
+    return {mode: [torch.load(out / f"{mode}_rank{r}.pt") for r in range(2)] for mode in ("kmeans", "dead_codes")}
 
 
-def test_kmeans_init_is_identical_on_both_ranks_and_the_kmeans_of_all_their_vectors(tmp_path):
-    rank0, rank1 = _run_two_ranks(tmp_path, "kmeans")
+def test_kmeans_init_is_identical_on_both_ranks_and_the_kmeans_of_all_their_vectors(two_ranks):
+    rank0, rank1 = two_ranks["kmeans"]
     torch.testing.assert_close(rank0["codebook"], rank1["codebook"], rtol=0, atol=0)
     assert bool(rank0["kmeans.done"]) and bool(rank1["kmeans.done"])
     # Rank 0 drew the initial centroids from its own two half-batches (seed 1000) and broadcast them; the Lloyd steps
@@ -61,8 +70,8 @@ def test_kmeans_init_is_identical_on_both_ranks_and_the_kmeans_of_all_their_vect
     torch.testing.assert_close(rank0["codebook"], expected, rtol=200 * EPS, atol=200 * EPS * 3)
 
 
-def test_plain_vq_dead_code_restart_keeps_ranks_identical(tmp_path):
-    rank0, rank1 = _run_two_ranks(tmp_path, "dead_codes")
+def test_plain_vq_dead_code_restart_keeps_ranks_identical(two_ranks):
+    rank0, rank1 = two_ranks["dead_codes"]
     for key in ("codebook", "usage_counts"):
         torch.testing.assert_close(rank0[key], rank1[key], rtol=0, atol=0)
     torch.manual_seed(0)
