@@ -208,3 +208,23 @@ def test_non_finite_loss_stops_with_a_clear_error_and_no_metrics(tmp_path):
     )
     _assert_clean_error(result, "the training loss became nan", "optimizer.lr")
     assert not (tmp_path / "metrics.json").exists()
+
+
+@pytest.mark.slow
+def test_issue_24_quantizers_and_options_train_through_run_py(tmp_path):
+    """quantizer=ibq, ibq_seed_voken and bsq, and vq with the rotation trick, k-means init and dead-code restart:
+    each trains, and its validation metrics are recomputed from its checkpoint (the k-means flag and usage counts
+    are in it)."""
+    sweep = tmp_path / "new"
+    run_cli("-m", "quantizer=ibq,ibq_seed_voken,bsq", *TINY, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    options = ["quantizer.rotation_trick=true", "codebook.init=kmeans", "quantizer.dead_code_threshold=0.5"]
+    run_cli(*options, *TINY, f"hydra.run.dir={tmp_path / 'vq'}", cwd=tmp_path)
+    jobs = [sweep / str(i) for i in range(3)] + [tmp_path / "vq"]
+    for job in jobs:
+        expected = reference_metrics(job / "checkpoints" / "last.ckpt", "val")
+        assert_metrics_match(_metrics(job)["metrics"], expected)
+    assert bool(
+        torch.load(jobs[-1] / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"][
+            "tokenizer.quantizer.kmeans.done"
+        ]
+    )

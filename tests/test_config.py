@@ -140,3 +140,12 @@ def test_fsq_levels_and_codebook_size_that_disagree_are_refused():
     # built without the reconciliation, the quantizer itself refuses the contradiction
     with pytest.raises(ConfigError, match="give 1000 codes but codebook.size=512"):
         build_quantizer(compose_cfg(["quantizer=fsq", "quantizer.levels=[8,5,5,5]"]).quantizer)
+
+
+def test_codebook_init_kmeans_is_refused_for_quantizers_without_a_learned_codebook():
+    with pytest.raises(ConfigError, match="codebook.init=kmeans needs a quantizer with a learned codebook"):
+        check_config(compose_cfg(["quantizer=fsq", "codebook.init=kmeans"]))
+    with pytest.raises(ConfigError, match="codebook.init must be one of"):
+        build_tokenizer(compose_cfg(["codebook.init=random"]))
+    quantizer, _ = build_quantizer(compose_cfg(["quantizer=ema", "codebook.init=kmeans"]).quantizer)
+    assert quantizer.kmeans.iterations == 10 and quantizer.kmeans.batches == 1

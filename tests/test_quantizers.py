@@ -7,9 +7,11 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from vqbench.quantizers import (
     FSQ,
+    BinarySphericalQuantizer,
     DenseLatticeQuantizer,
     EMAVectorQuantizer,
     GumbelQuantizer,
+    IndexBackpropagationQuantizer,
     LatticeQuantizer,
     LookupFreeQuantizer,
     ResidualVectorQuantizer,
@@ -47,10 +49,19 @@ def make(name: str, dim: int = 8, size: int = 64):
         return GumbelQuantizer(size, dim)
     if name == "rvq":
         return ResidualVectorQuantizer(size, dim, num_stages=3)
+    if name == "ibq":
+        return IndexBackpropagationQuantizer(size, dim)
+    if name == "bsq":
+        return BinarySphericalQuantizer(dim, bits=6, group_size=3)
+    if name == "vq_options":  # rotation trick, k-means init, dead-code restart
+        return VectorQuantizer(size, dim, rotation_trick=True, init="kmeans", dead_code_threshold=0.9)
+    if name == "ema_options":
+        return EMAVectorQuantizer(size, dim, rotation_trick=True, init="kmeans")
     raise ValueError(name)
 
 
 ALL = ["vq", "vq_l2", "vq_l2_seed", "ema", "fsq", "sfsq", "lfq", "simvq", "lattice", "dense_lattice", "gumbel", "rvq"]
+ALL += ["ibq", "bsq", "vq_options", "ema_options"]
 
 
 @pytest.fixture(autouse=True)

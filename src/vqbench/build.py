@@ -58,6 +58,12 @@ def check_config(cfg: DictConfig) -> None:
             raise ConfigError(f"{key} must be a positive integer, got {value!r}")
     if not isinstance(cfg.codebook.l2_norm, bool):
         raise ConfigError(f"codebook.l2_norm must be true or false, got {cfg.codebook.l2_norm!r}")
+    codebook_init = OmegaConf.select(cfg, "codebook.init", default="uniform")
+    if codebook_init != "uniform" and "init" not in cfg.quantizer:
+        raise ConfigError(
+            f"codebook.init={codebook_init} needs a quantizer with a learned codebook (quantizer=vq or ema); "
+            "use codebook.init=uniform with this quantizer"
+        )
     for key, value in cfg.quantizer.items():
         # Negative weights are legitimate (the dense lattice's gamma = -1), so only the type is checked.
         if key.endswith(WEIGHT_SUFFIX) and (not isinstance(value, (int, float)) or isinstance(value, bool)):

@@ -33,8 +33,27 @@ SIZES = {
     "ema": [(512, 64, 65536), (16384, 8, 16384), (16384, 8, 65536)],
     "fsq": [(512, 3, 65536), (16384, 5, 65536)],
     "lfq": [(512, 9, 65536), (2**14, 14, 16384), (2**14, 14, 65536), (2**16, 16, 65536), (2**18, 18, 65536)],
+    # the options and quantizers of issue 24, at sizes a shared 2-core machine measures in minutes
+    "vq_rotation": [(512, 64, 16384), (16384, 8, 4096)],
+    "vq_dead_codes": [(512, 64, 16384), (16384, 8, 4096)],
+    "vq_kmeans": [(512, 64, 16384)],
+    "bsq": [(512, 9, 16384), (2**14, 14, 4096)],
+    "ibq": [(512, 64, 16384), (16384, 8, 4096)],
 }
-PAIRS = [("vq", "vqp_vq"), ("ema", "vqp_ema"), ("fsq", "vqp_fsq"), ("lfq", "vqp_lfq")]
+#: (ours, theirs); theirs None where vector-quantize-pytorch has no such method (IBQ)
+PAIRS = [
+    ("vq", "vqp_vq"),
+    ("ema", "vqp_ema"),
+    ("fsq", "vqp_fsq"),
+    ("lfq", "vqp_lfq"),
+    ("vq_rotation", "vqp_vq_rotation"),
+    ("vq_dead_codes", "vqp_vq_dead_codes"),
+    ("vq_kmeans", "vqp_vq_kmeans"),
+    ("bsq", "vqp_bsq"),
+    ("ibq", None),
+]
+#: vector-quantize-pytorch's default dead-code threshold pairing: restart below 2 (EMA of per-batch counts)
+DEAD_CODE_THRESHOLD = 2.0
 
 
 def _lfq_bits(size: int) -> int:
@@ -61,7 +80,42 @@ def _build(impl: str, size: int, dim: int):
 
         bits = _lfq_bits(size)
         return LookupFreeQuantizer(bits, bits=bits), bits
+    if impl in ("vq_rotation", "vq_dead_codes", "vq_kmeans"):
+        from vqbench.quantizers import VectorQuantizer
+
+        options = {
+            "vq_rotation": {"rotation_trick": True},
+            "vq_dead_codes": {"dead_code_threshold": DEAD_CODE_THRESHOLD},
+            "vq_kmeans": {"init": "kmeans", "kmeans_iterations": 10},
+        }[impl]
+        return VectorQuantizer(size, dim, **options), dim
+    if impl == "bsq":
+        from vqbench.quantizers import BinarySphericalQuantizer
+
+        bits = _lfq_bits(size)
+        return BinarySphericalQuantizer(bits, bits=bits), bits
+    if impl == "ibq":
+        from vqbench.quantizers import IndexBackpropagationQuantizer
+
+        return IndexBackpropagationQuantizer(size, dim), dim
     import vector_quantize_pytorch as vqp
+
+    if impl in ("vqp_vq_rotation", "vqp_vq_dead_codes", "vqp_vq_kmeans"):
+        options = {
+            "vqp_vq_rotation": {"rotation_trick": True},
+            "vqp_vq_dead_codes": {"rotation_trick": False, "threshold_ema_dead_code": DEAD_CODE_THRESHOLD},
+            "vqp_vq_kmeans": {"rotation_trick": False, "kmeans_init": True, "kmeans_iters": 10},
+        }[impl]
+        module = vqp.VectorQuantize(
+            dim=dim, codebook_size=size, learnable_codebook=True, ema_update=False, commitment_weight=0.25, **options
+        )
+        return module, dim
+    if impl == "vqp_bsq":
+        bits = _lfq_bits(size)
+        module = vqp.LFQ(
+            dim=bits, codebook_size=2**bits, spherical=True, entropy_loss_weight=0.1, commitment_loss_weight=0.0
+        )
+        return module, bits
 
     if impl == "vqp_vq":
         module = vqp.VectorQuantize(
@@ -89,8 +143,15 @@ def _build(impl: str, size: int, dim: int):
 
 
 def _step(impl: str, module, x):
-    """One forward+backward with every auxiliary loss of the method."""
+    """One forward+backward with every auxiliary loss of the method. The k-means cases re-arm the initialisation
+    first, so each step is one k-means on the batch plus the forward and backward."""
     import torch
+
+    if impl == "vq_kmeans":
+        module.kmeans.is_done = False
+        module.kmeans.done.fill_(False)
+    elif impl == "vqp_vq_kmeans":
+        module._codebook.initted.data.copy_(torch.tensor(False))
 
     if impl.startswith("vqp_"):
         out = module(x.unsqueeze(0))
@@ -223,7 +284,7 @@ def markdown(results: list[dict], meta: dict) -> str:
             if ours is None and theirs is None:
                 continue
             (ot, om), (tt, tm) = _fmt_case(ours), _fmt_case(theirs)
-            theirs_name = theirs_impl.replace("vqp_", "vqp.")
+            theirs_name = theirs_impl.replace("vqp_", "vqp.") if theirs_impl else "(none)"
             lines.append(
                 f"| {ours_impl} | {theirs_name} | {size} | {dim} | {tokens} | {ot} | {tt} "
                 f"| {_ratio(ours, theirs, 'seconds')} | {om} | {tm} | {_ratio(ours, theirs, 'peak_bytes')} |"
@@ -268,6 +329,8 @@ def bench_quantizers(args: argparse.Namespace) -> int:
             continue
         for size, dim, tokens in SIZES[ours_impl]:
             for impl in (ours_impl, theirs_impl):
+                if impl is None:
+                    continue
                 case = {
                     "impl": impl,
                     "K": size,

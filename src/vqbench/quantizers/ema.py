@@ -29,7 +29,9 @@ optimizer step, which does not touch the codebook). The only loss is the commitm
 the batch counts n and sums are all-reduced across ranks *before* the update, so every rank keeps the same codebook
 and it equals the single-process result on the concatenated batch. Optional dead-code restart replaces codes whose
 N_k falls below ``dead_code_threshold`` with random vectors of the current batch (taken from rank 0 and broadcast, so
-ranks stay identical).
+ranks stay identical; ``dead_codes.restart_dead_codes``). ``rotation_trick`` and ``init="kmeans"`` as in ``vq.py``;
+k-means sets the codebook to the centroids c_k, N_k to the number of vectors in cluster k per batch and S_k = N_k c_k
+(as vector-quantize-pytorch's ``init_embed_``), so that the next update continues from the clusters.
 """
 
 from __future__ import annotations
@@ -40,7 +42,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vqbench.quantizers.base import Quantizer, straight_through
+from vqbench.quantizers.dead_codes import restart_dead_codes
 from vqbench.quantizers.distances import nearest_code
+from vqbench.quantizers.kmeans import CODEBOOK_INITS, KMeansInit
+from vqbench.quantizers.rotation import rotate_onto
 from vqbench.quantizers.vq import VectorQuantizer
 
 UPDATE_RULES = ("standard", "pytorch_vq_vae")
@@ -63,6 +68,10 @@ class EMAVectorQuantizer(Quantizer):
         dead_code_threshold: float = 0.0,
         l2_norm: bool = False,
         update_rule: str = "standard",
+        rotation_trick: bool = False,
+        init: str = "uniform",
+        kmeans_iterations: int = 10,
+        kmeans_batches: int = 1,
     ):
         super().__init__(dim)
         if codebook_size < 1:
@@ -82,6 +91,13 @@ class EMAVectorQuantizer(Quantizer):
                 "quantizer.update_rule=pytorch_vq_vae fixes its own smoothing (eps 1e-5) and zero initial counts; "
                 f"leave quantizer.epsilon and quantizer.initial_count at 0 (got {epsilon} and {initial_count})"
             )
+        if init not in CODEBOOK_INITS or (init == "kmeans" and update_rule != "standard"):
+            raise ValueError(
+                f"codebook.init must be one of {CODEBOOK_INITS} (kmeans with update_rule=standard), got {init!r}"
+            )
+        self.rotation_trick = rotation_trick
+        if init == "kmeans":
+            self.kmeans = KMeansInit(codebook_size, kmeans_iterations, kmeans_batches)
         self.codebook_size = codebook_size
         self.decay = decay
         self.epsilon = epsilon
@@ -99,11 +115,19 @@ class EMAVectorQuantizer(Quantizer):
         self.register_buffer("ema_sums", sums)
 
     def quantize(self, z: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        if self.training and hasattr(self, "kmeans"):
+            result = self.kmeans.collect(z)
+            if result is not None:
+                centroids, counts = result[0], result[1] / self.kmeans.batches
+                self.codebook.copy_(centroids)
+                self.ema_counts.copy_(counts)
+                self.ema_sums.copy_(centroids * counts.unsqueeze(1))
         indices = nearest_code(z.detach(), self.codebook)
         q = self.codebook[indices]  # a copy: the update below does not change this batch's codes
         if self.training:
             self.update_codebook(z.detach(), indices)
-        return straight_through(z, q), indices, {"commitment": F.mse_loss(z, q)}
+        codes = rotate_onto(z, q) if self.rotation_trick else straight_through(z, q)
+        return codes, indices, {"commitment": F.mse_loss(z, q)}
 
     @torch.no_grad()
     def update_codebook(self, z: Tensor, indices: Tensor) -> None:
@@ -129,13 +153,7 @@ class EMAVectorQuantizer(Quantizer):
 
     @torch.no_grad()
     def restart_dead_codes(self, z: Tensor) -> None:
-        dead = (self.ema_counts < self.dead_code_threshold).unsqueeze(1)
-        candidates = z[torch.randint(z.shape[0], (self.codebook_size,), device=z.device)]
-        if _distributed():
-            dist.broadcast(candidates, src=0)
-        self.codebook.copy_(torch.where(dead, candidates, self.codebook))
-        self.ema_sums.copy_(torch.where(dead, candidates, self.ema_sums))
-        self.ema_counts.copy_(torch.where(dead.squeeze(1), torch.ones_like(self.ema_counts), self.ema_counts))
+        restart_dead_codes(z, self.codebook, self.ema_counts, self.dead_code_threshold, 1.0, sums=self.ema_sums)
 
     def lookup(self, indices: Tensor) -> Tensor:
         return self.codebook[indices]
