@@ -100,7 +100,7 @@ def test_rfid_agrees_with_torch_fidelity(random_inception_weights):
     g = torch.Generator().manual_seed(0)
     originals = torch.rand(10, 3, 32, 32, generator=g)
     reconstructions = (originals + 0.2 * torch.randn(originals.shape, generator=g)).clamp(0, 1)
-    metric = ReconstructionFID(random_inception_weights)
+    metric = ReconstructionFID(weights_path=random_inception_weights)
     metric.update(reconstructions[:4], originals[:4])
     metric.update(reconstructions[4:], originals[4:])
     ours = float(metric.compute())
@@ -126,7 +126,7 @@ def test_rfid_agrees_with_torch_fidelity(random_inception_weights):
     )["frechet_inception_distance"]
     assert ours > 1.0
     assert ours == pytest.approx(reference, rel=1e-3)
-    same = ReconstructionFID(random_inception_weights)
+    same = ReconstructionFID(weights_path=random_inception_weights)
     same.update(originals, originals)
     assert abs(float(same.compute())) < 1e-3
 
@@ -136,7 +136,7 @@ def test_rfid_names_a_missing_weights_file(tmp_path):
     from vqbench.weights import MissingWeightsError
 
     with pytest.raises(MissingWeightsError, match="metrics.inception_weights=.*weights-inception-2015-12-05"):
-        ReconstructionFID(tmp_path / "nope.pth")
+        ReconstructionFID(weights_path=tmp_path / "nope.pth")
 
 
 def test_usage_window_is_a_fifo_of_the_last_tokens():
