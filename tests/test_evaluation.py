@@ -289,7 +289,9 @@ def test_evaluation_writes_every_metric_its_protocol_and_png_pairs(tmp_path, ran
     record = json.loads((out / "metrics.json").read_text())
     metrics = record["metrics"]
     expected = {"psnr", "ssim", "l1", "lpips", "rfid", "codebook_usage", "perplexity", "effective_codebook_size"}
+    expected |= {"used_codes", "unused_codes", "codebook_usage_all_tokens", "perplexity_all_tokens"}
     assert {f"test/{k}" for k in expected} == set(metrics)
+    assert record["protocol"]["rfid_protocol"] == "torch_fidelity" == record["protocol"]["rfid"]["id"]
     protocol = record["protocol"]
     assert protocol["images"] == 7 and protocol["split"] == "test" and protocol["processes"] == 1
     assert "last 64 tokens" in protocol["codebook_usage"] and "AlexNet" in protocol["lpips"]

@@ -27,7 +27,13 @@ from vqbench.models.discriminator import INITS, PatchDiscriminator
 from vqbench.models.tokenizer import Tokenizer
 from vqbench.quantizers.base import Quantizer
 from vqbench.quantizers.fsq import levels_for_codebook_size
-from vqbench.training.module import SCHEDULES, AdversarialSettings, OptimizerSettings, TokenizerModule
+from vqbench.training.module import (
+    SCHEDULES,
+    AdversarialSettings,
+    CodebookHealthSettings,
+    OptimizerSettings,
+    TokenizerModule,
+)
 from vqbench.training.performance import LEVER_VALUES, lever_on, speed_up
 from vqbench.training.token_count import TokenCount
 
@@ -286,6 +292,11 @@ def build_training_module(cfg: DictConfig, for_training: bool = True) -> Tokeniz
         # Unresolved, so that an evaluation's data.root=... reaches every key that interpolates it.
         config_yaml=OmegaConf.to_yaml(cfg, resolve=False),
         usage_window=cfg.metrics.get("usage_window"),
+        health=CodebookHealthSettings(
+            steps=cfg.metrics.get("health_steps", 1000),
+            warning_fraction=cfg.metrics.get("usage_warning_fraction", 0.1),
+            warning_after=cfg.metrics.get("usage_warning_after", 1000),
+        ),
         ssim_window=cfg.metrics.get("ssim_window", "uniform"),
         pixel_mean=pixel_statistic(cfg, "pixel_mean"),
         pixel_std=pixel_statistic(cfg, "pixel_std"),
@@ -357,7 +368,7 @@ def _check_codebook_health(settings: DictConfig) -> None:
     steps = settings.get("health_steps", 1000)
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise ConfigError(f"metrics.health_steps must be a positive number of training steps, got {steps!r}")
-    fraction = settings.get("usage_warning_fraction", 0.0)
+    fraction = settings.get("usage_warning_fraction", 0.1)
     if not _is_number(fraction) or not 0 <= fraction <= 1:
         raise ConfigError(f"metrics.usage_warning_fraction must be in [0, 1] (0: never warn), got {fraction!r}")
     after = settings.get("usage_warning_after", 0)

@@ -607,10 +607,16 @@ def evaluate_checkpoint(
         "lpips": "lpips package, AlexNet, inputs in [-1, 1], per image then the mean",
         "rfid": rfid_record,
         "codebook_usage": f"used codes / K over {tokens}",
-        "perplexity": f"exp(entropy of the code histogram over {tokens})",
+        "perplexity": f"exp(entropy of the code histogram summed over {tokens})",
+        "used_codes": "codes chosen at least once over every token of the split (unused_codes: K minus it)",
         "effective_codebook_size": f"distinct token vectors over every token of the {counted} split(s)"
         + (", each image flipped at random first (data.flip), as LL-VQ-VAE's loaders do" if flip else ""),
     }
+    if window:
+        protocol["codebook_usage_all_tokens"] = "used codes / K over every token of the split"
+        protocol["perplexity_all_tokens"] = "exp(entropy of the code histogram summed over every token of the split)"
+    if any("/level_" in key for key in metrics):
+        protocol["levels"] = "codebook_usage/level_r, perplexity/level_r: the same over stage r's indices alone"
     if rfid_record is None:
         del protocol["rfid"]
     else:
