@@ -91,9 +91,10 @@ PROTOCOLS: dict[str, RFIDProtocol] = {
         RFIDProtocol(
             id="torch_fidelity",
             description="torch-fidelity 0.3/0.4 defaults (torch_fidelity.calculate_metrics(input1, input2, fid=True)) "
-            "on the PNG pairs of the originals and reconstructions. The protocol of xyfJASON/visual-tokenizer-pytorch "
-            "evaluate.py (commits 07352b4 to 351d29d: torchvision save_image to PNG folders, then torch-fidelity), "
-            "so of the CelebA 64x64 and ImageNet 256x256 tables, and vqbench's default",
+            "on the PNG pairs of the originals and reconstructions; vqbench's default. xyfJASON/visual-tokenizer-"
+            "pytorch evaluate.py writes those PNG pairs with torchvision's save_image for rFID and, from ff3c255 "
+            "(2024-11-12; 351d29d evaluate.py:148-152) on, calls exactly this function on them; the commits of its "
+            "CelebA 64x64 (07352b4) and ImageNet 256x256 (6fb0cc9) tables write the PNGs without naming the FID tool",
             extractor="torch_fidelity_inception_v3",
             weights_url=TORCH_FIDELITY_INCEPTION,
             quantisation="round",
