@@ -281,6 +281,7 @@ def test_evaluation_writes_every_metric_its_protocol_and_png_pairs(tmp_path, ran
         f"ckpt={ckpt}",
         "metrics.lpips_pretrained=false",
         f"metrics.inception_weights={random_inception_weights}",
+        f"metrics.rfid.cache_dir={tmp_path / 'rfid_cache'}",
         "metrics.usage_window=64",
         "metrics.save_reconstructions=true",
         f"hydra.run.dir={out}",
@@ -331,6 +332,26 @@ def test_evaluation_writes_every_metric_its_protocol_and_png_pairs(tmp_path, ran
         verbose=False,
     )["frechet_inception_distance"]
     assert metrics["test/rfid"] == pytest.approx(reference, rel=1e-2)
+
+    # the originals' statistics were cached (with their checksum); a second evaluation reads them instead
+    assert "cached in" in record["protocol"]["rfid"]["reference_statistics"]
+    assert len(list((tmp_path / "rfid_cache").glob("torch_fidelity-*.npz"))) == 1
+    assert len(list((tmp_path / "rfid_cache").glob("torch_fidelity-*.sha256"))) == 1
+    again = tmp_path / "again"
+    run_cli(
+        "+eval=true",
+        f"ckpt={ckpt}",
+        "metrics.lpips=false",
+        f"metrics.inception_weights={random_inception_weights}",
+        f"metrics.rfid.cache_dir={tmp_path / 'rfid_cache'}",
+        "metrics.usage_window=64",
+        f"hydra.run.dir={again}",
+        cwd=tmp_path,
+    )
+    second = json.loads((again / "metrics.json").read_text())
+    assert second["protocol"]["rfid"]["reference_statistics"].startswith("read from the cache")
+    # float64 statistics stored bit for bit, and the same reconstructions through the same network
+    assert second["metrics"]["test/rfid"] == pytest.approx(metrics["test/rfid"], rel=1e-12)
 
 
 class _Images(torch.utils.data.Dataset):
