@@ -297,8 +297,9 @@ def test_evaluation_writes_every_metric_its_protocol_and_png_pairs(tmp_path, ran
     assert protocol["images"] == 7 and protocol["split"] == "test" and protocol["processes"] == 1
     assert "last 64 tokens" in protocol["codebook_usage"] and "AlexNet" in protocol["lpips"]
     assert record["unavailable"] == {} and record["checkpoint"] == str(ckpt.resolve())
+    width = max(len(key) for key in metrics)
     for key, value in metrics.items():  # the printed table is the file
-        assert f"{key:<28}  {value:>12.6f}" in result.stdout
+        assert f"{key:<{width}}  {value:>12.6f}" in result.stdout
     assert "RANDOMLY INITIALISED" in result.stdout + result.stderr
 
     # the PNG pairs: every test image in split order, and its reconstruction
