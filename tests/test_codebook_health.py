@@ -4,10 +4,13 @@ distances, and the collapse warning, read back from metrics.json and the TensorB
 
 import json
 import math
+import os
 
 import numpy as np
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.conftest import TINY, run_cli
@@ -103,3 +106,37 @@ def test_collapse_is_warned_and_counted_in_metrics_json_and_tensorboard(tmp_path
         assert expected | {f"codebook/nearest_code_distance/level_{r}"} <= histograms
     logged = events.Scalars("train/dead_codes")
     assert logged[-1].step == 3 and logged[-1].value == metrics["train/dead_codes"]
+
+
+def _steps() -> torch.Tensor:
+    """Ids of 6 training steps x 2 processes x 2 levels x 5 tokens, codes 0..15."""
+    return torch.randint(0, 16, (6, 2, 5, 2), generator=torch.Generator().manual_seed(3))
+
+
+def _health(ids_per_step, levels: int = 2) -> dict[str, float]:
+    recent, usage = RecentCodeUsage(16, levels=levels), CodebookUsage(16, levels=levels)
+    for step, ids in enumerate(ids_per_step):
+        recent.update(ids.view(1, 1, -1, levels), step)
+        usage.update(ids.view(1, 1, -1, levels))
+    values = recent.summary(step=6, window=3) | usage.compute()
+    return {key: float(value) for key, value in values.items()}
+
+
+def _health_worker(rank: int, init_file: str, out_dir: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        result = _health([ids[rank] for ids in _steps()])
+        with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
+            json.dump(result, f)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow  # two spawned processes: a minute on a shared CPU
+def test_two_processes_count_every_token_once(tmp_path):
+    """Under DDP each process sees its own tokens; the reduced state (max of last steps, sum of histograms) must
+    equal one process that saw both processes' tokens."""
+    mp.spawn(_health_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    single = _health([ids.reshape(-1, 2) for ids in _steps()])
+    assert ranks[0] == ranks[1] == pytest.approx(single, rel=1e-12)
