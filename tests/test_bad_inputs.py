@@ -243,6 +243,15 @@ CASES: dict[str, Setup] = {
     ),
     "lecam_decay": lambda s, t: ([*TINY, "loss=vqgan", "loss.adversarial.lecam_decay=2"], "lecam_decay must be in"),
     "usage_window": lambda s, t: ([*TINY, "metrics.usage_window=0"], "metrics.usage_window must be a positive number"),
+    "rfid protocol": lambda s, t: (
+        [*TINY, "metrics.rfid.protocol=adm"],
+        "metrics.rfid.protocol=adm is not an rFID protocol; choose one of torch_fidelity, torchmetrics_normalize",
+    ),
+    "health_steps": lambda s, t: ([*TINY, "metrics.health_steps=0"], "metrics.health_steps must be a positive number"),
+    "usage_warning_fraction": lambda s, t: (
+        [*TINY, "metrics.usage_warning_fraction=2"],
+        "metrics.usage_warning_fraction must be in [0, 1]",
+    ),
     "gradient_clip_val": lambda s, t: ([*TINY, "+trainer.gradient_clip_val=1.0"], "set optimizer.grad_clip=1.0"),
     "precision": lambda s, t: ([*TINY, "trainer.precision=17"], "trainer: "),
     "every_n_steps": lambda s, t: (

@@ -29,6 +29,10 @@ def test_training_writes_checkpoint_tensorboard_and_metrics(trained_run):
         "val/codebook_usage",
         "val/perplexity",
         "val/effective_codebook_size",
+        "val/used_codes",
+        "val/unused_codes",
+        "train/codebook_usage_recent",
+        "train/dead_codes",
     }
     # the final validation ran the weights of last.ckpt over the 8 validation crops
     assert_metrics_match(record["metrics"], reference_metrics(trained_run / "checkpoints" / "last.ckpt", "val"))
@@ -64,6 +68,8 @@ def test_eval_needs_only_the_checkpoint(trained_run, tmp_path):
         "test/codebook_usage",
         "test/perplexity",
         "test/effective_codebook_size",
+        "test/used_codes",
+        "test/unused_codes",
     }
     assert_metrics_match(record["metrics"], reference_metrics(ckpt, "test"))
     assert record["config"]["data"]["resolution"] == 16  # taken from the checkpoint, not the base config

@@ -100,7 +100,7 @@ def test_rfid_agrees_with_torch_fidelity(random_inception_weights):
     g = torch.Generator().manual_seed(0)
     originals = torch.rand(10, 3, 32, 32, generator=g)
     reconstructions = (originals + 0.2 * torch.randn(originals.shape, generator=g)).clamp(0, 1)
-    metric = ReconstructionFID(random_inception_weights)
+    metric = ReconstructionFID(weights_path=random_inception_weights)
     metric.update(reconstructions[:4], originals[:4])
     metric.update(reconstructions[4:], originals[4:])
     ours = float(metric.compute())
@@ -126,7 +126,7 @@ def test_rfid_agrees_with_torch_fidelity(random_inception_weights):
     )["frechet_inception_distance"]
     assert ours > 1.0
     assert ours == pytest.approx(reference, rel=1e-3)
-    same = ReconstructionFID(random_inception_weights)
+    same = ReconstructionFID(weights_path=random_inception_weights)
     same.update(originals, originals)
     assert abs(float(same.compute())) < 1e-3
 
@@ -136,7 +136,7 @@ def test_rfid_names_a_missing_weights_file(tmp_path):
     from vqbench.weights import MissingWeightsError
 
     with pytest.raises(MissingWeightsError, match="metrics.inception_weights=.*weights-inception-2015-12-05"):
-        ReconstructionFID(tmp_path / "nope.pth")
+        ReconstructionFID(weights_path=tmp_path / "nope.pth")
 
 
 def test_usage_window_is_a_fifo_of_the_last_tokens():
@@ -281,6 +281,7 @@ def test_evaluation_writes_every_metric_its_protocol_and_png_pairs(tmp_path, ran
         f"ckpt={ckpt}",
         "metrics.lpips_pretrained=false",
         f"metrics.inception_weights={random_inception_weights}",
+        f"metrics.rfid.cache_dir={tmp_path / 'rfid_cache'}",
         "metrics.usage_window=64",
         "metrics.save_reconstructions=true",
         f"hydra.run.dir={out}",
@@ -289,13 +290,16 @@ def test_evaluation_writes_every_metric_its_protocol_and_png_pairs(tmp_path, ran
     record = json.loads((out / "metrics.json").read_text())
     metrics = record["metrics"]
     expected = {"psnr", "ssim", "l1", "lpips", "rfid", "codebook_usage", "perplexity", "effective_codebook_size"}
+    expected |= {"used_codes", "unused_codes", "codebook_usage_all_tokens", "perplexity_all_tokens"}
     assert {f"test/{k}" for k in expected} == set(metrics)
+    assert record["protocol"]["rfid_protocol"] == "torch_fidelity" == record["protocol"]["rfid"]["id"]
     protocol = record["protocol"]
     assert protocol["images"] == 7 and protocol["split"] == "test" and protocol["processes"] == 1
     assert "last 64 tokens" in protocol["codebook_usage"] and "AlexNet" in protocol["lpips"]
     assert record["unavailable"] == {} and record["checkpoint"] == str(ckpt.resolve())
+    width = max(len(key) for key in metrics)
     for key, value in metrics.items():  # the printed table is the file
-        assert f"{key:<28}  {value:>12.6f}" in result.stdout
+        assert f"{key:<{width}}  {value:>12.6f}" in result.stdout
     assert "RANDOMLY INITIALISED" in result.stdout + result.stderr
 
     # the PNG pairs: every test image in split order, and its reconstruction
@@ -329,6 +333,26 @@ def test_evaluation_writes_every_metric_its_protocol_and_png_pairs(tmp_path, ran
         verbose=False,
     )["frechet_inception_distance"]
     assert metrics["test/rfid"] == pytest.approx(reference, rel=1e-2)
+
+    # the originals' statistics were cached (with their checksum); a second evaluation reads them instead
+    assert "cached in" in record["protocol"]["rfid"]["reference_statistics"]
+    assert len(list((tmp_path / "rfid_cache").glob("torch_fidelity-*.npz"))) == 1
+    assert len(list((tmp_path / "rfid_cache").glob("torch_fidelity-*.sha256"))) == 1
+    again = tmp_path / "again"
+    run_cli(
+        "+eval=true",
+        f"ckpt={ckpt}",
+        "metrics.lpips=false",
+        f"metrics.inception_weights={random_inception_weights}",
+        f"metrics.rfid.cache_dir={tmp_path / 'rfid_cache'}",
+        "metrics.usage_window=64",
+        f"hydra.run.dir={again}",
+        cwd=tmp_path,
+    )
+    second = json.loads((again / "metrics.json").read_text())
+    assert second["protocol"]["rfid"]["reference_statistics"].startswith("read from the cache")
+    # float64 statistics stored bit for bit, and the same reconstructions through the same network
+    assert second["metrics"]["test/rfid"] == pytest.approx(metrics["test/rfid"], rel=1e-12)
 
 
 class _Images(torch.utils.data.Dataset):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from vqbench.metrics.rfid_protocols import PROTOCOLS
 from vqbench.published import Column, PublishedTable, load_table, table_names
 from vqbench.report import main as report_main
 
@@ -99,7 +100,15 @@ def _job_for(table: PublishedTable, key_values: list) -> dict:
         for part in parents:
             node = node.setdefault(part, {})
         node[leaf] = value
-    return {"kind": "train+eval", "overrides": [], "config": config, "choices": choices}
+    # measured under the published rFID's protocol where vqbench has it (else the default, which gets marked)
+    protocol = next((c.protocol for c in table.metrics if c.protocol in PROTOCOLS), "torch_fidelity")
+    return {
+        "kind": "train+eval",
+        "overrides": [],
+        "config": config,
+        "choices": choices,
+        "protocol": {"rfid_protocol": protocol},
+    }
 
 
 def _unlike_any_row(table: PublishedTable, index: int):
@@ -132,13 +141,13 @@ def test_published_table_every_cell(name, tmp_path, capsys):
         cells = [_key_label(c, v) for c, v in zip(table.keys, key_values, strict=True)]
         for j, (column, value) in enumerate(zip(table.metrics, published, strict=True)):
             ours = measured_value(r, j) * column.scale if finished and column.key else None
-            cells.append(_expected_cell(column, ours, value))
+            cells.append(_expected_cell(column, ours, value) + _mark(column, ours))
         expected_rows.append(cells)
     extra_keys = [_unlike_any_row(table, i) if c.key else None for i, c in enumerate(table.keys)]
     record = _job_for(table, extra_keys) | {"metrics": {c.key: 1.5 for c in measurable}}
     _write_job(sweep / "extra", record)
     extra = [_key_label(c, v) if c.key else MISSING for c, v in zip(table.keys, extra_keys, strict=True)]
-    extra += [_expected_cell(c, 1.5 * c.scale if c.key else None, None) for c in table.metrics]
+    extra += [_expected_cell(c, 1.5 * c.scale if c.key else None, None) + _mark(c, 1.5) for c in table.metrics]
     expected_rows.append(extra)
 
     text = _report(tmp_path, capsys, str(sweep), "--table", name)
@@ -150,6 +159,13 @@ def test_published_table_every_cell(name, tmp_path, capsys):
     assert f"Source: {table.source}." in lines
     assert (f"Note: {table.note}" in lines) == bool(table.note)
     assert any(line.startswith(f"{MISSING}: not measured yet") for line in lines)  # the last row is unfinished
+
+
+def _mark(column: Column, ours: float | None) -> str:
+    """A measured rFID whose protocol differs from the published one's is marked with the measured protocol."""
+    if ours is None or column.protocol is None or column.protocol in PROTOCOLS:
+        return ""
+    return " [torch_fidelity]"
 
 
 def _expected_cell(column: Column, ours: float | None, published: float | None) -> str:
@@ -176,3 +192,27 @@ def test_published_table_takes_the_newest_of_two_matching_jobs(tmp_path, capsys)
     psnr = [c.label for c in table.metrics].index("PSNR↑") + len(table.keys)
     assert rows[2][psnr].startswith("30.0000 / ")
     assert len(rows) == 2 + len(table.rows)  # neither job is appended as unmatched
+
+
+def test_rfids_of_different_protocols_never_share_an_unmarked_column(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    for name, protocol in (("a", "torch_fidelity"), ("b", "clean_fid")):
+        record = {"kind": "eval", "overrides": [f"seed={name}"], "metrics": {"test/psnr": 20.0, "test/rfid": 5.0}}
+        _write_job(sweep / name, record | {"protocol": {"rfid_protocol": protocol}})
+    _write_job(sweep / "c", {"kind": "eval", "overrides": ["seed=c"], "metrics": {"test/rfid": 7.0}})  # before ids
+    rows = _rows(_report(tmp_path, capsys, str(sweep)))
+    assert rows[0][-2:] == ["test/rfid [torch_fidelity]", "test/rfid [clean_fid]"]
+    assert [row[-2:] for row in rows[2:]] == [["5.0000", MISSING], [MISSING, "5.0000"], ["7.0000", MISSING]]
+
+    # in a published layout: the clean-fid job's cell says its protocol, and a note says it is not comparable
+    table = load_table("celeba64_fsq")
+    published = tmp_path / "published"
+    for index, protocol in enumerate(("torch_fidelity", "clean_fid")):
+        record = _job_for(table, table.rows[index][0]) | {"metrics": {"test/rfid": 15.0}}
+        record["protocol"] = {"rfid_protocol": protocol}
+        _write_job(published / str(index), record)
+    text = _report(tmp_path, capsys, str(published), "--table", "celeba64_fsq")
+    cells = [row[-1] for row in _rows(text)[2:4]]
+    assert cells[0] == "15.0000 / 15.7079 (-0.7079)"
+    assert cells[1] == "15.0000 / 15.8230 (-0.8230) [clean_fid]"
+    assert "[clean_fid]: rFID measured under protocol clean_fid, the published rFID under torch_fidelity" in text

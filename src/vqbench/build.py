@@ -27,7 +27,13 @@ from vqbench.models.discriminator import INITS, PatchDiscriminator
 from vqbench.models.tokenizer import Tokenizer
 from vqbench.quantizers.base import Quantizer
 from vqbench.quantizers.fsq import levels_for_codebook_size
-from vqbench.training.module import SCHEDULES, AdversarialSettings, OptimizerSettings, TokenizerModule
+from vqbench.training.module import (
+    SCHEDULES,
+    AdversarialSettings,
+    CodebookHealthSettings,
+    OptimizerSettings,
+    TokenizerModule,
+)
 from vqbench.training.performance import SWITCHES, speed_up
 from vqbench.training.token_count import TokenCount
 
@@ -106,6 +112,8 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(
             f"metrics.ssim_window must be one of {', '.join(SSIM_WINDOWS)}, got {cfg.metrics.ssim_window!r}"
         )
+    rfid_settings(cfg)  # a ConfigError for an unknown protocol, before any work
+    _check_codebook_health(cfg.metrics)
     splits = cfg.metrics.get("effective_size_splits")
     if splits is not None and (
         not OmegaConf.is_list(splits) or not splits or any(split not in ("train", "val", "test") for split in splits)
@@ -290,6 +298,11 @@ def build_training_module(cfg: DictConfig, for_training: bool = True) -> Tokeniz
         # Unresolved, so that an evaluation's data.root=... reaches every key that interpolates it.
         config_yaml=OmegaConf.to_yaml(cfg, resolve=False),
         usage_window=cfg.metrics.get("usage_window"),
+        health=CodebookHealthSettings(
+            steps=cfg.metrics.get("health_steps", 1000),
+            warning_fraction=cfg.metrics.get("usage_warning_fraction", 0.1),
+            warning_after=cfg.metrics.get("usage_warning_after", 1000),
+        ),
         ssim_window=cfg.metrics.get("ssim_window", "uniform"),
         pixel_mean=pixel_statistic(cfg, "pixel_mean"),
         pixel_std=pixel_statistic(cfg, "pixel_std"),
@@ -336,9 +349,48 @@ def build_token_count(cfg: DictConfig, tokenizer: Tokenizer, datamodule) -> Toke
 LPIPS_MIN_SIZE = 32
 
 
-def build_evaluation_metrics(cfg: DictConfig, image_size: tuple[int, int]) -> tuple[dict[str, Any], dict[str, str]]:
+def rfid_settings(cfg: DictConfig) -> dict[str, Any] | None:
+    """``metrics.rfid`` as {protocol, cache, cache_dir}, or None when rFID is off (``metrics.rfid=false``).
+    ``metrics.rfid=true`` means the default protocol."""
+    from vqbench.metrics.rfid_protocols import DEFAULT_PROTOCOL, PROTOCOLS
+
+    node = cfg.metrics.get("rfid", True)
+    if node is False or node is None:
+        return None
+    settings = {"protocol": DEFAULT_PROTOCOL, "cache": True, "cache_dir": None}
+    if OmegaConf.is_dict(node):
+        settings |= OmegaConf.to_container(node, resolve=True)
+    elif node is not True:
+        raise ConfigError(f"metrics.rfid must be false or hold protocol/cache/cache_dir keys, got {node!r}")
+    if settings["protocol"] not in PROTOCOLS:
+        raise ConfigError(
+            f"metrics.rfid.protocol={settings['protocol']} is not an rFID protocol; choose one of "
+            f"{', '.join(PROTOCOLS)} (docs/protocol.md describes each)"
+        )
+    return settings
+
+
+def _check_codebook_health(settings: DictConfig) -> None:
+    steps = settings.get("health_steps", 1000)
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise ConfigError(f"metrics.health_steps must be a positive number of training steps, got {steps!r}")
+    fraction = settings.get("usage_warning_fraction", 0.1)
+    if not _is_number(fraction) or not 0 <= fraction <= 1:
+        raise ConfigError(f"metrics.usage_warning_fraction must be in [0, 1] (0: never warn), got {fraction!r}")
+    after = settings.get("usage_warning_after", 0)
+    if not isinstance(after, int) or isinstance(after, bool) or after < 0:
+        raise ConfigError(f"metrics.usage_warning_after must be a number of training steps >= 0, got {after!r}")
+
+
+def build_evaluation_metrics(
+    cfg: DictConfig, image_size: tuple[int, int], dataset_fingerprint: str | None = None
+) -> tuple[dict[str, Any], dict[str, str]]:
     """LPIPS and rFID, as ``metrics.lpips`` / ``metrics.rfid`` ask, the training objective's terms with
     ``metrics.loss_terms``, and why any of them is unavailable.
+
+    rFID follows ``metrics.rfid.protocol``; with ``metrics.rfid.cache`` and a ``dataset_fingerprint`` its reference
+    statistics come from the cache when an entry verifies (``vqbench.metrics.fid_reference``), and the metric's
+    ``reference_cache`` says where to store them otherwise.
 
     Missing pretrained weights offline are not fatal here: the evaluation reports every other metric and names
     the missing file (docs/protocol.md); nothing is ever filled in with a placeholder number.
@@ -365,11 +417,22 @@ def build_evaluation_metrics(cfg: DictConfig, image_size: tuple[int, int]) -> tu
             metrics["lpips"] = LPIPS(pretrained=pretrained)
         except MissingWeightsError as error:
             unavailable["lpips"] = str(error)
-    if settings.get("rfid", True):
+    rfid = rfid_settings(cfg)
+    if rfid is not None:
+        from vqbench.metrics.fid_reference import cache_path, load_reference
+
         try:
-            metrics["rfid"] = ReconstructionFID(settings.get("inception_weights"))
+            metric = ReconstructionFID(rfid["protocol"], settings.get("inception_weights"))
         except MissingWeightsError as error:
             unavailable["rfid"] = str(error)
+        else:
+            if rfid["cache"] and dataset_fingerprint is not None:
+                # keyed by the weights too: statistics of other weights (a test's random ones) are never reused
+                metric.reference_cache = cache_path(
+                    rfid["cache_dir"], rfid["protocol"], dataset_fingerprint, metric.weights_digest()
+                )
+                metric.reference = load_reference(metric.reference_cache)
+            metrics["rfid"] = metric
     if settings.get("loss_terms", False):
         metrics |= loss_term_metrics(cfg, unavailable)
     for name, reason in unavailable.items():

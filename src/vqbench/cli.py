@@ -39,6 +39,7 @@ from vqbench.build import (
 )
 from vqbench.errors import CheckpointError, ConfigError, OutputError, VqbenchError
 from vqbench.metrics.aggregate import MAX_DISTINCT_TOKENS
+from vqbench.metrics.fid_reference import dataset_fingerprint, save_reference
 from vqbench.results import (
     FAILED_FILE,
     METRICS_FILE,
@@ -564,7 +565,10 @@ def evaluate_checkpoint(
     size_splits = effective_size_splits(eval_cfg)
     datamodule.check(tuple(dict.fromkeys(["test", *size_splits])))
     first_image = next(image for image in datamodule.dataset("test") if image is not None)
-    extra, unavailable = build_evaluation_metrics(eval_cfg, tuple(first_image.shape[-2:]))
+    test_images = len(datamodule.dataset("test"))
+    data_config = OmegaConf.to_container(eval_cfg.data, resolve=True)
+    fingerprint = dataset_fingerprint(data_config, "test", test_images, first_image)
+    extra, unavailable = build_evaluation_metrics(eval_cfg, tuple(first_image.shape[-2:]), fingerprint)
     module.add_test_metrics(extra)
     callbacks = []
     if eval_cfg.metrics.get("save_reconstructions", False):
@@ -578,6 +582,7 @@ def evaluate_checkpoint(
     )
     trainer = _trainer(**trainer_settings, callbacks=callbacks)
     metrics = _plain(trainer.test(module, datamodule=datamodule, verbose=False)[0])
+    rfid_record = _rfid_record(extra.get("rfid"), trainer.is_global_zero)
     window = eval_cfg.metrics.get("usage_window")
     tokens = f"a FIFO queue of the last {window} tokens" if window else "every token of the split"
     flip = False
@@ -595,7 +600,7 @@ def evaluate_checkpoint(
         )
     protocol = {
         "split": "test",
-        "images": len(datamodule.dataset("test")),
+        "images": test_images,
         "processes": trainer.world_size,
         "weights": "weight EMA" if eval_cfg.metrics.get("use_ema", False) else "trained weights",
         "precision": str(trainer.precision),
@@ -605,13 +610,22 @@ def evaluate_checkpoint(
         "ssim": SSIM_PROTOCOLS[eval_cfg.metrics.get("ssim_window", "uniform")],
         "l1": "mean absolute error per image on [0, 1], then the mean",
         "lpips": "lpips package, AlexNet, inputs in [-1, 1], per image then the mean",
-        "rfid": "torchmetrics FrechetInceptionDistance over torch-fidelity's inception-v3-compat (2048-d pool "
-        "features, TF1 bilinear resize); reference = the evaluated originals; both sides quantised to uint8",
+        "rfid": rfid_record,
         "codebook_usage": f"used codes / K over {tokens}",
-        "perplexity": f"exp(entropy of the code histogram over {tokens})",
+        "perplexity": f"exp(entropy of the code histogram summed over {tokens})",
+        "used_codes": "codes chosen at least once over every token of the split (unused_codes: K minus it)",
         "effective_codebook_size": f"distinct token vectors over every token of the {counted} split(s)"
         + (", each image flipped at random first (data.flip), as LL-VQ-VAE's loaders do" if flip else ""),
     }
+    if window:
+        protocol["codebook_usage_all_tokens"] = "used codes / K over every token of the split"
+        protocol["perplexity_all_tokens"] = "exp(entropy of the code histogram summed over every token of the split)"
+    if any("/level_" in key for key in metrics):
+        protocol["levels"] = "codebook_usage/level_r, perplexity/level_r: the same over stage r's indices alone"
+    if rfid_record is None:
+        del protocol["rfid"]
+    else:
+        protocol["rfid_protocol"] = rfid_record["id"]
     if eval_cfg.metrics.get("loss_terms", False):
         protocol["loss/reconstruction"] = (
             f"the training's {eval_cfg.loss.reconstruction} loss per image in the model's pixel space "
@@ -623,6 +637,24 @@ def evaluate_checkpoint(
     if size_splits != ["test"]:
         protocol["quantized_vectors"] = f"token vectors counted over the {counted} split(s)"
     return metrics, protocol, unavailable
+
+
+def _rfid_record(metric, writer: bool) -> dict | None:
+    """The rFID protocol as metrics.json records it, and where its reference statistics came from; stores newly
+    computed reference statistics in the cache (one writer)."""
+    if metric is None:
+        return None
+    record = metric.protocol.as_record()
+    cache = metric.reference_cache
+    if metric.reference is not None:
+        record["reference_statistics"] = f"read from the cache {cache} (checksum verified)"
+    elif cache is not None and metric.reference_statistics is not None:
+        if writer:
+            save_reference(cache, *metric.reference_statistics)
+        record["reference_statistics"] = f"computed in this evaluation and cached in {cache}"
+    else:
+        record["reference_statistics"] = "computed in this evaluation (not cached)"
+    return record
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:

@@ -20,6 +20,9 @@ from typing import Any
 from vqbench.published import Column, PublishedTable, load_table, table_names
 from vqbench.results import FAILED_FILE, METRICS_FILE, read_metrics
 
+#: The rFID protocol of metrics.json files written before protocols were recorded: the only one vqbench computed then.
+LEGACY_RFID_PROTOCOL = "torch_fidelity"
+
 #: Overrides that say how a job ran, not what it is; they would only add noise columns.
 IGNORED_OVERRIDES = ("hydra.", "+eval", "ckpt")
 MISSING = "—"
@@ -58,9 +61,21 @@ def collect(directory: Path) -> list[dict]:
                 "config": record.get("config", {}),
                 "choices": record.get("choices", {}),
                 "written_at": record.get("written_at", ""),
+                "rfid_protocol": rfid_protocol(record),
             }
         )
     return rows
+
+
+def rfid_protocol(record: dict) -> str | None:
+    """The id of the rFID protocol behind a metrics.json's rFID values (None when it has none)."""
+    if not any(key.endswith("/rfid") for key in record.get("metrics", {})):
+        return None
+    return record.get("protocol", {}).get("rfid_protocol", LEGACY_RFID_PROTOCOL)
+
+
+def _is_rfid(key: str | None) -> bool:
+    return key is not None and key.endswith("/rfid")
 
 
 def unfinished_jobs(directory: Path) -> list[str]:
@@ -94,6 +109,13 @@ def _format(value) -> str:
 
 
 def markdown_table(rows: list[dict]) -> str:
+    """One row per job. An rFID column is named with its protocol (``test/rfid [clean_fid]``), so rFIDs of
+    different protocols land in different columns."""
+
+    def named(key: str, row: dict) -> str:
+        return f"{key} [{row.get('rfid_protocol')}]" if _is_rfid(key) else key
+
+    rows = [row | {"metrics": {named(k, row): v for k, v in row["metrics"].items()}} for row in rows]
     override_keys = list(dict.fromkeys(k for row in rows for k in row["overrides"]))
     metric_keys = list(dict.fromkeys(k for row in rows for k in row["metrics"]))
     header = ["job", "kind", *override_keys, *metric_keys]
@@ -169,11 +191,18 @@ def published_table(rows: list[dict], table: PublishedTable) -> str:
         "|" + "---|" * len(header),
     ]
 
+    other_protocols: set[tuple[str, str]] = set()
+
     def line(key_cells: list[str], measured: dict | None, values: list[float | None]) -> str:
         cells = list(key_cells)
         for column, published in zip(table.metrics, values, strict=True):
             value = None if measured is None or column.key is None else measured["metrics"].get(column.key)
-            cells.append(_cell(column, value, published))
+            cell = _cell(column, value, published)
+            protocol = measured.get("rfid_protocol") if measured is not None else None
+            if value is not None and _is_rfid(column.key) and column.protocol and protocol != column.protocol:
+                cell += f" [{protocol}]"  # never an unmarked comparison of two protocols
+                other_protocols.add((protocol, column.protocol))
+            cells.append(cell)
         return "| " + " | ".join(cells) + " |"
 
     for key_values, values in table.rows:
@@ -194,6 +223,11 @@ def published_table(rows: list[dict], table: PublishedTable) -> str:
             key_cells = [_label(c, key_value(row, c.key) if c.key else None) for c in table.keys]
             lines.append(line(key_cells, row, [None] * len(table.metrics)))
     lines += ["", f"Source: {table.source}."]
+    for measured_protocol, published_protocol in sorted(other_protocols):
+        lines.append(
+            f"[{measured_protocol}]: rFID measured under protocol {measured_protocol}, the published rFID under "
+            f"{published_protocol}; the two are not comparable (docs/protocol.md, metrics.rfid.protocol)."
+        )
     if table.note:
         lines.append(f"Note: {table.note}")
     if any(MISSING in cell_line for cell_line in lines if cell_line.startswith("| ")):

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import Metric
 
+from vqbench.metrics.codebook_health import level_histograms
 from vqbench.quantizers.distances import perplexity_from_counts
 
 
@@ -43,7 +44,9 @@ class CodebookUsage(Metric):
     tokens that share a stage-0 id but differ at stage 1 count twice.
 
     perplexity = exp(-sum_k p_k log p_k) with p the normalised histogram: K for perfectly uniform use, 1 when a
-    single code takes every token.
+    single code takes every token. The histogram is summed over every batch (and process) first, so perplexity does
+    not depend on the batch size. Also reported: ``used_codes`` / ``unused_codes`` over every token, and with
+    ``levels`` > 1 (a residual VQ's stages) usage and perplexity of each level's own histogram (``/level_r``).
 
     ``window=None`` counts every token seen. ``window=W`` computes usage and perplexity over a FIFO queue of the
     last W tokens (W = 65,536 in the CelebA table of xyfJASON/visual-tokenizer-pytorch's README) while the effective
@@ -54,13 +57,18 @@ class CodebookUsage(Metric):
 
     full_state_update = False
 
-    def __init__(self, codebook_size: int, window: int | None = None, **kwargs):
+    def __init__(self, codebook_size: int, window: int | None = None, levels: int = 1, **kwargs):
         super().__init__(**kwargs)
         if window is not None and window < 1:
             raise ValueError(f"usage window must be a positive number of tokens, got {window}")
         self.codebook_size = codebook_size
         self.window = window
+        self.levels = levels
         self.add_state("counts", default=torch.zeros(codebook_size, dtype=torch.long), dist_reduce_fx="sum")
+        if levels > 1:  # one histogram per level (stage) of a residual quantizer
+            self.add_state(
+                "level_counts", default=torch.zeros(levels, codebook_size, dtype=torch.long), dist_reduce_fx="sum"
+            )
         # distinct R-vectors of multi-stage indices (empty for B x H x W indices, whose histogram says it all)
         self.add_state("tokens", default=[], dist_reduce_fx="cat")
         if window is not None:
@@ -74,6 +82,12 @@ class CodebookUsage(Metric):
     def update(self, indices: Tensor) -> None:
         flat = indices.flatten()
         self.counts += torch.bincount(flat, minlength=self.codebook_size)
+        if self.levels > 1:
+            offsets = torch.arange(self.levels, device=indices.device) * self.codebook_size
+            stacked = (indices.reshape(-1, self.levels) + offsets).flatten()
+            self.level_counts += torch.bincount(stacked, minlength=self.levels * self.codebook_size).view_as(
+                self.level_counts
+            )
         if indices.dim() == 4:
             self.tokens.append(torch.unique(indices.reshape(-1, indices.shape[-1]), dim=0))
         if self.window is not None:
@@ -87,11 +101,20 @@ class CodebookUsage(Metric):
             recent = self.recent.flatten()
             counts = torch.bincount(recent[recent >= 0], minlength=self.codebook_size)
         used = (counts > 0).sum()
-        return {
+        values = {
             "codebook_usage": used.double() / self.codebook_size,
             "perplexity": perplexity_from_counts(counts),
             "effective_codebook_size": self._distinct_tokens(),
+            # over every token of the split, also when a window gives the two above
+            "used_codes": (self.counts > 0).sum().double(),
+            "unused_codes": (self.counts == 0).sum().double(),
         }
+        if self.window is not None:
+            values["codebook_usage_all_tokens"] = values["used_codes"] / self.codebook_size
+            values["perplexity_all_tokens"] = perplexity_from_counts(self.counts)
+        if self.levels > 1:
+            values |= level_histograms(self.level_counts)
+        return values
 
     def _distinct_tokens(self) -> Tensor:
         # a list of per-batch rows, or after a multi-process sync one tensor (empty when no rank saw R-vectors)

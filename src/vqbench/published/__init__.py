@@ -4,7 +4,8 @@ A file gives the table's ``title``, its ``source`` (repository + file + commit a
 arXiv id + table), its identifying columns (``keys``: a label and where the value is found in a job's metrics.json: a
 dotted config key such as ``codebook.dim``, ``choice:GROUP`` for the config group option the job composed, or null
 for a column shown only from the source), its metric columns (label, our metric key, ``scale`` to bring our value to
-the source's unit, ``unit``, ``decimals`` as printed in the source, default 4), and the rows as
+the source's unit, ``unit``, ``decimals`` as printed in the source, default 4; ``protocol`` for rFID: the rFID
+protocol of the published numbers), and the rows as
 ``[[key values...], [published values...]]``. ``tests/test_published.py`` checks every number, row and column,
 against a separate hand transcription of each source table (``tests/published_sources/``).
 """
@@ -26,6 +27,9 @@ class Column:
     unit: str = ""
     decimals: int | None = None
     names: dict[Any, str] = field(default_factory=dict)
+    #: for an rFID column: the protocol of the published numbers (an id of vqbench.metrics.rfid_protocols.PROTOCOLS,
+    #: or a description of one vqbench does not compute); measured rFIDs of another protocol are marked
+    protocol: str | None = None
 
 
 @dataclass(frozen=True)

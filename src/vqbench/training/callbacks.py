@@ -12,6 +12,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from vqbench.errors import NonFiniteLossError
 from vqbench.metrics import to_uint8
+from vqbench.metrics.codebook_health import level_codebooks, nearest_code_distances
 from vqbench.randomness import derived_seed, seed_all_generators
 from vqbench.training.module import TokenizerModule
 
@@ -47,17 +48,33 @@ class ReconstructionGrid(L.Callback):
 
 
 class CodeUsageHistogram(L.Callback):
-    """After each validation, logs how often each token id was used over the validation split."""
+    """After each validation, TensorBoard histograms of the codebook: how often each token id was used over the
+    validation split (``val/code_usage``; per level ``val/code_usage/level_r`` for a residual VQ), the norms of the
+    code vectors (``codebook/code_norm``) and each code's distance to its nearest other code
+    (``codebook/nearest_code_distance``), per level as ``.../level_r``."""
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: TokenizerModule) -> None:
         writer = _tensorboard(trainer)
         metrics = pl_module.metrics["val"]
         if writer is None or "codebook" not in metrics or trainer.sanity_checking:
             return
-        counts = metrics["codebook"].counts.detach().cpu()
-        token_ids = torch.repeat_interleave(torch.arange(counts.numel()), counts)
-        if token_ids.numel():
-            writer.add_histogram("val/code_usage", token_ids, trainer.global_step, bins=min(counts.numel(), 512))
+        step = trainer.global_step
+        usage = metrics["codebook"]
+        histograms = {"val/code_usage": usage.counts}
+        if usage.levels > 1:
+            histograms |= {f"val/code_usage/level_{r}": counts for r, counts in enumerate(usage.level_counts)}
+        for tag, counts in histograms.items():
+            counts = counts.detach().cpu()
+            token_ids = torch.repeat_interleave(torch.arange(counts.numel()), counts)
+            if token_ids.numel():
+                writer.add_histogram(tag, token_ids, step, bins=min(counts.numel(), 512))
+        codebooks = level_codebooks(pl_module.tokenizer.quantizer)
+        for level, codebook in enumerate(codebooks or []):
+            suffix = f"/level_{level}" if len(codebooks) > 1 else ""
+            writer.add_histogram(f"codebook/code_norm{suffix}", codebook.norm(dim=1).cpu(), step)
+            if codebook.shape[0] > 1:
+                distances = nearest_code_distances(codebook).cpu()
+                writer.add_histogram(f"codebook/nearest_code_distance{suffix}", distances, step)
 
 
 class SeedEachStep(L.Callback):

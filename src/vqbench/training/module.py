@@ -23,6 +23,7 @@ them mapped back to [0, 1] and clamped (``to_unit_range``).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -37,10 +38,23 @@ from torchmetrics import Metric
 from vqbench.errors import ConfigError
 from vqbench.losses import adaptive_weight, discriminator_loss, generator_loss, last_layer_weight, lecam_regularizer
 from vqbench.metrics import CodebookUsage, DistinctTokens, MeanPerImage, l1, psnr, ssim
+from vqbench.metrics.codebook_health import RecentCodeUsage
 from vqbench.models.tokenizer import Tokenizer
 from vqbench.training.ema import WeightEMA
 
 RECONSTRUCTION_LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss}
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CodebookHealthSettings:
+    """``metrics.health_steps`` (N: the window of the training-time usage and dead codes) and the collapse warning:
+    logged at a validation when usage over the last N steps is below ``usage_warning_fraction`` (0: never) at step
+    ``usage_warning_after`` or later."""
+
+    steps: int = 1000
+    warning_fraction: float = 0.1
+    warning_after: int = 1000
 
 
 def to_unit_range(images: Tensor, mean: Tensor | float = 0.5, std: Tensor | float = 0.5) -> Tensor:
@@ -126,6 +140,7 @@ class TokenizerModule(L.LightningModule):
         config_yaml: str | None = None,
         usage_window: int | None = None,
         ssim_window: str = "uniform",
+        health: CodebookHealthSettings | None = None,
         pixel_mean: float | list[float] = 0.5,
         pixel_std: float | list[float] = 0.5,
     ):
@@ -144,6 +159,10 @@ class TokenizerModule(L.LightningModule):
         self.config_yaml = config_yaml
         self.usage_window = usage_window
         self.ssim_window = ssim_window
+        self.health = health or CodebookHealthSettings()
+        size = tokenizer.quantizer.codebook_size
+        # which codes the last health.steps training steps chose (on the device; read at validation only)
+        self.recent_usage = RecentCodeUsage(size, levels=self.levels) if size is not None else None
         self.register_buffer("pixel_mean", _per_channel(pixel_mean), persistent=False)
         self.register_buffer("pixel_std", _per_channel(pixel_std), persistent=False)
         self.metrics = nn.ModuleDict({stage: self._make_metrics() for stage in ("val", "test")})
@@ -156,10 +175,15 @@ class TokenizerModule(L.LightningModule):
         metrics = {"psnr": MeanPerImage(psnr), "ssim": MeanPerImage(ssim_fn), "l1": MeanPerImage(l1)}
         size = self.tokenizer.quantizer.codebook_size
         if size is not None:
-            metrics["codebook"] = CodebookUsage(size, window=self.usage_window)
+            metrics["codebook"] = CodebookUsage(size, window=self.usage_window, levels=self.levels)
         else:
             metrics["distinct_tokens"] = DistinctTokens()
         return nn.ModuleDict(metrics)
+
+    @property
+    def levels(self) -> int:
+        """The quantizer's levels of indices: a residual VQ's stages, 1 otherwise."""
+        return int(getattr(self.tokenizer.quantizer, "num_stages", 1))
 
     def to_unit_range(self, images: Tensor) -> Tensor:
         """This module's pixel space -> [0, 1], clamped (``to_unit_range`` with its data's mean and std)."""
@@ -198,6 +222,7 @@ class TokenizerModule(L.LightningModule):
     def generator_loss(self, images: Tensor, step: int) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         """(total generator loss, reconstruction, named terms for logging)."""
         reconstruction, quantized = self.tokenizer(images)
+        self.step_indices = quantized.indices  # for the codebook-health tracking of training_step
         terms = {"reconstruction": self.reconstruction_loss(reconstruction, images)}
         nll = self.reconstruction_weight * terms["reconstruction"]
         if self.perceptual is not None and self.perceptual_weight > 0:
@@ -255,6 +280,8 @@ class TokenizerModule(L.LightningModule):
         if d_opt is not None:
             self.toggle_optimizer(g_opt)  # no gradients into the discriminator during the generator step
         total, reconstruction, terms = self.generator_loss(images, step)
+        if self.recent_usage is not None:
+            self.recent_usage.update(self.step_indices.detach(), step)
         g_opt.zero_grad(set_to_none=True)
         self.manual_backward(total)
         self._clip(g_opt)
@@ -347,6 +374,30 @@ class TokenizerModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch_metrics("val")
+        self._log_codebook_health()
+
+    def _log_codebook_health(self) -> None:
+        """Usage over the last ``health.steps`` training steps and the dead codes (``train/*``), and the collapse
+        warning. Reads the device state once per validation, on every process (a max-reduction)."""
+        if self.recent_usage is None or self.recent_usage.first_step is None or self.trainer.sanity_checking:
+            return
+        step = self.global_step
+        values = self.recent_usage.summary(step, self.health.steps)
+        self.log_dict({f"train/{k}": v.float() for k, v in values.items()})
+        usage = float(values["codebook_usage_recent"])
+        health = self.health
+        if health.warning_fraction > 0 and step >= health.warning_after and usage < health.warning_fraction:
+            window = min(self.health.steps, step - self.recent_usage.first_step)
+            log.warning(
+                "codebook collapse? at step %d only %.2f%% of the %d codes were chosen in the last %d training steps "
+                "(%d dead codes), below metrics.usage_warning_fraction=%g",
+                step,
+                100 * usage,
+                self.levels * self.tokenizer.quantizer.codebook_size,
+                window,
+                int(values["dead_codes"]),
+                self.health.warning_fraction,
+            )
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch_metrics("test")
