@@ -16,6 +16,7 @@ Loggers with a run table of their own (wandb, MLflow, csv) get every hyperparame
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -62,12 +63,13 @@ def swept_keys(sweep_dir: Path) -> list[str] | None:
     try:
         saved = OmegaConf.load(Path(sweep_dir) / "multirun.yaml")
         task = list(OmegaConf.select(saved, "hydra.overrides.task", default=[]) or [])
-        params = OmegaConf.to_container(OmegaConf.select(saved, "hydra.sweeper.params", default={}) or {})
+        params = OmegaConf.select(saved, "hydra.sweeper.params", default=None)
+        params = OmegaConf.to_container(params) if params is not None else {}
         arguments = task + [f"{key}={value}" for key, value in params.items()]
         overrides = OverridesParser.create().parse_overrides(arguments)
     except Exception:  # no or an unreadable multirun.yaml: the caller names the job by all its overrides
         return None
-    return list(dict.fromkeys(_key(o.input_line or "") for o in overrides if o.is_sweep_override()))
+    return list(dict.fromkeys(o.get_key_element().lstrip("+~") for o in overrides if o.is_sweep_override()))
 
 
 def _value(text: str) -> bool | int | float | str:
@@ -86,9 +88,18 @@ def compared_overrides(overrides: list[str], swept: list[str] | None) -> list[st
     return [o for o in overrides if _key(o).split(".")[0] not in NOT_HYPERPARAMETERS]
 
 
+#: Longest run name: a folder name (most file systems allow 255 bytes).
+MAX_RUN_NAME = 200
+
+
 def run_name(compared: list[str]) -> str:
-    """``quantizer=vq,codebook.dim=4``: the TensorBoard run of a job; ``default`` for a run without overrides."""
-    return ",".join(o.lstrip("+~") for o in compared) or "default"
+    """``quantizer=vq,codebook.dim=4``: the TensorBoard run of a job; ``default`` for a run without overrides. A name
+    longer than MAX_RUN_NAME bytes is cut and ends with a hash of the whole name, so that it stays unique."""
+    name = ",".join(o.lstrip("+~") for o in compared) or "default"
+    if len(name.encode()) <= MAX_RUN_NAME:
+        return name
+    digest = hashlib.sha1(name.encode()).hexdigest()[:10]
+    return name.encode()[: MAX_RUN_NAME - 12].decode(errors="ignore") + "~" + digest
 
 
 def compared_hyperparameters(compared: list[str]) -> dict[str, Any]:
