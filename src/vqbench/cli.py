@@ -446,7 +446,9 @@ def _sweep_run(compared: list[str]) -> tuple[Path, str] | None:
     """(sweep folder, run name) of a multirun job, for its TensorBoard run; None for a single run."""
     if HydraConfig.get().mode != RunMode.MULTIRUN:
         return None
-    return Path(HydraConfig.get().sweep.dir), run_name(compared)
+    sweep, out = Path(HydraConfig.get().sweep.dir).resolve(), _output_dir().resolve()
+    # A job folder outside its sweep folder (a custom hydra.sweep.subdir) keeps its curves in its own folder.
+    return (sweep if out.is_relative_to(sweep) else out), run_name(compared)
 
 
 def _compression_record(tokenizer, cfg: DictConfig, metrics: dict, stage: str, unavailable: dict) -> dict:
