@@ -208,6 +208,8 @@ def test_report_marks_rows_that_ran_fewer_steps_or_on_other_data_as_not_comparab
     assert lines[4].startswith("| 4 | 512 |") and lines[4].endswith("| no (1) |")
     assert lines[5].startswith("| 8 | 512 |") and lines[5].endswith("| yes |")
     assert "(1) job toy: data=sample, the table's data is celeba; 3 training steps, the recipe's 500,000" in lines
+    assert report_main([str(tmp_path), "--table", "celeba64_vq_dim", "--efficiency"]) == 0
+    assert "Same in every job: kind=train+eval, test/psnr=30.0000" in capsys.readouterr().out  # the job table below
     llvq = load_table("llvq")
     epochs = {"choices": {"experiment": "llvq_celeba"}, "config": {"trainer": {"max_steps": 3, "max_epochs": 5}}}
     assert not_comparable(epochs, llvq) == ["stopped by trainer.max_steps=3, the recipe trains 5 epochs"]
