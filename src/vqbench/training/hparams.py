@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import OmegaConf
 
 #: The config nodes that define an experiment (the rest says where it runs and what it prints).
@@ -137,11 +138,12 @@ def log_final(
 
         logger.log_metrics(final, step=step)
         logger.hparams.update(params)
-        writer = logger.experiment._get_file_writer()  # as TensorBoardLogger.log_hyperparams writes its summary
-        for summary in hparams(params, final):
-            writer.add_summary(summary)
-        if config is not None:
-            write_config(logger, config)
+        if rank_zero_only.rank == 0:  # the other processes of a DDP run have no event file
+            writer = logger.experiment._get_file_writer()  # as TensorBoardLogger.log_hyperparams writes its summary
+            for summary in hparams(params, final):
+                writer.add_summary(summary)
+            if config is not None:
+                write_config(logger, config)
     else:
         everything = hyperparameters(config, choices or {}) if config is not None else {}
         logger.log_hyperparams({**everything, **params})

@@ -3,8 +3,11 @@ over the whole run, with the step rate and the time left, instead of restarting 
 
 from __future__ import annotations
 
+import sys
+
 import lightning as L
 from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 
 
 class StepProgressBar(TQDMProgressBar):
@@ -18,13 +21,18 @@ class StepProgressBar(TQDMProgressBar):
         return int(total) if total != float("inf") else None
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        bar = self.init_train_tqdm()
-        bar.reset(total=self._total_steps(trainer))
-        bar.initial = trainer.global_step  # a resumed run: the rate and time left count this process's steps
-        bar.n = trainer.global_step
-        bar.set_description("Training (steps)")
-        bar.refresh()
-        self.train_progress_bar = bar
+        self.train_progress_bar = Tqdm(
+            desc="Training (steps)",
+            total=self._total_steps(trainer),
+            initial=trainer.global_step,  # a resumed run: the rate and time left count this process's steps
+            position=2 * self.process_position,
+            disable=self.is_disabled,
+            leave=True,
+            dynamic_ncols=True,
+            file=sys.stdout,
+            smoothing=0,
+            bar_format=self.BAR_FORMAT,
+        )
 
     def on_train_epoch_start(self, trainer: L.Trainer, *_) -> None:
         pass  # the bar spans every epoch
