@@ -70,6 +70,8 @@ def test_eval_needs_only_the_checkpoint(trained_run, tmp_path):
     assert "16x16" in record["unavailable"]["lpips"]  # too small for AlexNet, said so instead of a number
     for name, value in record["metrics"].items():
         assert f"{name}" in result.stdout and f"{value:.6f}" in result.stdout
+    assert result.stdout.rstrip().endswith(f"results: {tmp_path}")  # where it wrote them
+    assert record["compression"]["tokens_per_image"] == 16 and record["cost"]["test"]["images"] == 12
 
 
 def test_same_command_twice_gives_the_same_metrics(trained_run, tmp_path):
