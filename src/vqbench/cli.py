@@ -423,7 +423,10 @@ def train(cfg: DictConfig, progress: Progress | None = None) -> dict[str, float]
         metrics |= test_metrics
         record |= {"kind": "train+eval", "metrics": metrics, "protocol": protocol, "unavailable": unavailable}
         stage = "test"
-    record |= _compression_record(module.tokenizer, cfg, metrics, stage, record.setdefault("unavailable", {}))
+    unavailable = record.get("unavailable", {})
+    record |= _compression_record(module.tokenizer, cfg, metrics, stage, unavailable)
+    if unavailable:
+        record["unavailable"] = unavailable
     record["cost"] = cost
     params = compared_hyperparameters(compared)
     log_final(trainer.logger, params, metrics, trainer.global_step, config=config, choices=record["choices"])
