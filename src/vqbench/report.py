@@ -269,7 +269,7 @@ def published_table(rows: list[dict], table: PublishedTable) -> str:
         why = not_comparable(measured, table) if measured is not None else []
         if why:
             reasons.append(f"({len(reasons) + 1}) job {measured['job']}: " + "; ".join(why))
-        cells.append("" if measured is None else f"no ({len(reasons)})" if why else "yes")
+        cells.append(MISSING if measured is None else f"no ({len(reasons)})" if why else "yes")
         return cells
 
     table_rows: list[list[str]] = []
