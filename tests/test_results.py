@@ -144,6 +144,7 @@ def test_a_sweep_names_its_tensorboard_runs_by_the_swept_values_and_aligns_valid
     assert console.count("GPU available:") == 2  # once per job, not twice
     assert "Training (steps)" in console and "4/4" in console  # the bar counts steps
     assert f"results: {sweep / '0'}" in console and f"results: {sweep / '1'}" in console
+    assert "GPU available:" in (sweep / "0" / "run.log").read_text()  # Lightning's lines reach Hydra's log too
     for job, quantizer in enumerate(["vq", "fsq"]):
         run = sweep / "tensorboard" / f"quantizer={quantizer}"
         values, metric_tags = hparams_of(run)
@@ -229,7 +230,7 @@ def test_plot_draws_each_metric_against_the_swept_value_with_the_published_marke
         assert (tmp_path / "figures" / f"{name}.png").stat().st_size > 0
         assert (tmp_path / "figures" / f"{name}.svg").read_text().lstrip().startswith("<?xml")
     axis = figures["test/psnr"].axes[0]
-    assert axis.get_xlabel() == "codebook.dim"
+    assert axis.get_xlabel() == "codebook.dim" and axis.get_xscale() == "log"  # 4 to 64: a factor of 16
     lines = {line.get_label(): line for line in axis.get_lines()}
     assert list(lines["quantizer=vq"].get_xdata()) == [4, 64] and list(lines["quantizer=vq"].get_ydata()) == [30, 31]
     assert list(lines["quantizer=ema"].get_ydata()) == [32, 33]
@@ -242,11 +243,16 @@ def test_plot_draws_each_metric_against_the_swept_value_with_the_published_marke
     assert list(usage.get_lines()[0].get_ydata()) == [50.0, 50.0]
 
 
-def test_report_plot_writes_png_and_svg(tmp_path, capsys):
-    _job(tmp_path / "0", ["codebook.dim=4"], {"val/psnr": 20.0})
-    _job(tmp_path / "1", ["codebook.dim=8"], {"val/psnr": 21.0})
+def test_report_plot_writes_png_and_svg_and_draws_words_as_categories(tmp_path, capsys):
+    _job(tmp_path / "0", ["quantizer=vq"], {"val/psnr": 20.0})
+    _job(tmp_path / "1", ["quantizer=fsq"], {"val/psnr": 21.0})
     assert report_main([str(tmp_path), "--plot", str(tmp_path / "figures")]) == 0
     assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == ["val_psnr.png", "val_psnr.svg"]
+    from vqbench.plots import plot_results
+
+    axis = plot_results(collect(tmp_path))["val/psnr"].axes[0]
+    assert [label.get_text() for label in axis.get_xticklabels()] == ["vq", "fsq"]
+    assert list(axis.get_lines()[0].get_xdata()) == [0, 1] and list(axis.get_lines()[0].get_ydata()) == [20, 21]
 
 
 # --- the weights-only export ---------------------------------------------------------------------------------------
