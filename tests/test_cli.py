@@ -76,6 +76,8 @@ def test_eval_needs_only_the_checkpoint(trained_run, tmp_path):
     assert "16x16" in record["unavailable"]["lpips"]  # too small for AlexNet, said so instead of a number
     for name, value in record["metrics"].items():
         assert f"{name}" in result.stdout and f"{value:.6f}" in result.stdout
+    assert result.stdout.rstrip().endswith(f"results: {tmp_path}")  # where it wrote them
+    assert record["compression"]["tokens_per_image"] == 16 and record["cost"]["test"]["images"] == 12
 
 
 def test_same_command_twice_gives_the_same_metrics(trained_run, tmp_path):
@@ -96,9 +98,11 @@ def test_sweep_report_and_eval_of_a_non_default_quantizer(tmp_path):
 
     out = tmp_path / "table.md"
     assert report_main([str(sweep), "--out", str(out)]) == 0
-    lines = out.read_text().splitlines()
+    text = out.read_text().splitlines()
+    assert text[0].startswith("Same in every job: kind=train, codebook.dim=4, ")  # constant columns, folded
+    lines = [line for line in text if line.startswith("|")]
     header = [c.strip() for c in lines[0].strip("|").split("|")]
-    assert "quantizer" in header and "codebook.dim" in header and "val/psnr" in header
+    assert "quantizer" in header and "codebook.dim" not in header and "val/psnr" in header
     assert len(lines) == 2 + 3
     psnr_column = header.index("val/psnr")
     for line, job in zip(lines[2:], jobs, strict=True):

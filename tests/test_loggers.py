@@ -53,7 +53,7 @@ def test_the_hparams_event_names_the_hyperparameters_and_the_final_metrics(tmp_p
     assert metric_tags == {"final/val/psnr", "final/test/rfid"}
     events = EventAccumulator(str(tmp_path / "tensorboard"))
     events.Reload()
-    assert events.Scalars("final/val/psnr")[-1].value == 21.5
+    assert [(s.step, s.value) for s in events.Scalars("final/val/psnr")] == [(200, 21.5)]  # at the last step
 
 
 @pytest.mark.parametrize("name", ["wandb", "mlflow"])
@@ -68,23 +68,29 @@ def test_a_logger_whose_package_is_missing_is_a_config_error_naming_the_extra(tm
 
 @pytest.mark.slow
 def test_a_training_logs_its_hyperparameters_and_final_metrics(trained_run):
+    """A single run: its command-line overrides in the HParams tab (a sweep's jobs get their swept keys:
+    tests/test_results.py), the final metrics at the last step, and the resolved config in hparams.yaml."""
     record = json.loads((trained_run / "metrics.json").read_text())
     values, metric_tags = hparams_of(trained_run / "tensorboard")
-    assert values["choice/quantizer"] == "vq" and values["codebook/size"] == 512
-    assert values["model/latent_channels"] == 16 and values["trainer/max_steps"] == 3
+    assert values["model.latent_channels"] == 16 and values["trainer.max_steps"] == 3
+    assert not any(key.startswith("hydra") for key in values)
     assert metric_tags == {f"final/{name}" for name in record["metrics"]}
     events = EventAccumulator(str(trained_run / "tensorboard"))
     events.Reload()
-    assert events.Scalars("final/val/psnr")[-1].value == pytest.approx(record["metrics"]["val/psnr"], rel=1e-6)
+    final = events.Scalars("final/val/psnr")[-1]
+    assert final.step == record["step"] and final.value == pytest.approx(record["metrics"]["val/psnr"], rel=1e-6)
+    assert yaml.safe_load((trained_run / "tensorboard" / "hparams.yaml").read_text()) == record["config"]
 
 
 def test_csv_logger_writes_the_curves_the_hyperparameters_and_the_final_metrics(tmp_path):
     logger = build_logger(compose_cfg(["logger=csv"]), tmp_path)
     logger.log_metrics({"train/loss/total": 0.5}, step=1)
     logger.log_metrics({"val/psnr": 20.25}, step=2)
-    log_final(logger, {"choice/quantizer": "vq", "codebook/dim": 64}, {"val/psnr": 20.25}, step=2)
+    config = {"codebook": {"dim": 64}, "optimizer": {"lr": 0.001}}
+    log_final(logger, {"codebook.dim": 64}, {"val/psnr": 20.25}, step=2, config=config, choices={"quantizer": "vq"})
     rows = list(csv.DictReader((tmp_path / "csv" / "metrics.csv").open()))
     assert rows[0]["train/loss/total"] == "0.5" and rows[1]["val/psnr"] == "20.25"
     assert float(rows[-1]["final/val/psnr"]) == 20.25
     params = yaml.safe_load((tmp_path / "csv" / "hparams.yaml").read_text())
-    assert params == {"choice/quantizer": "vq", "codebook/dim": 64}
+    # every hyperparameter of the config and the choices, plus the compared keys
+    assert params == {"choice/quantizer": "vq", "codebook/dim": 64, "optimizer/lr": 0.001, "codebook.dim": 64}

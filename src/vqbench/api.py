@@ -148,8 +148,19 @@ def _as_list(images: ImageInput) -> list[Image.Image | Tensor]:
 def load_tokenizer(checkpoint: str, use_ema: bool = False, device: str | torch.device = "cpu") -> ImageTokenizer:
     """The tokenizer of a vqbench checkpoint (``checkpoints/last.ckpt`` of a training run, or the output of
     ``python -m vqbench.convert``), read tensors-only (``torch.load(weights_only=True)``). ``use_ema=True`` takes the
-    weight EMA of a run trained with ``ema_decay``."""
+    weight EMA of a run trained with ``ema_decay``. A folder written by ``python -m vqbench.export`` (safetensors +
+    config.json), or ``hf://OWNER/NAME`` for such a folder on the Hugging Face Hub, loads the same way."""
+    from pathlib import Path
+
     from vqbench.cli import load_checkpoint
+
+    if str(checkpoint).startswith("hf://") or Path(checkpoint).is_dir():
+        from vqbench.export import download, load_export
+
+        if use_ema:
+            raise VqbenchError("an export holds one set of weights; export with use_ema=true instead of loading it so")
+        folder = download(str(checkpoint).removeprefix("hf://")) if str(checkpoint).startswith("hf://") else checkpoint
+        return load_export(folder, device)
 
     return tokenizer_from_checkpoint(load_checkpoint(str(checkpoint)), str(checkpoint), use_ema, device)
 

@@ -555,10 +555,17 @@ def build_datamodule(cfg: DictConfig):
 LOGGER_EXTRAS = {"WandbLogger": "wandb", "MLFlowLogger": "mlflow"}
 
 
-def build_logger(cfg: DictConfig, run_dir: Path):
+def build_logger(cfg: DictConfig, run_dir: Path, sweep_run: tuple[Path, str] | None = None):
     """The Lightning logger of ``logger=NAME`` (conf/logger/); ``save_dir: null`` means the run directory. A logger
-    whose package is missing is a ConfigError that names the extra to install."""
+    whose package is missing is a ConfigError that names the extra to install.
+
+    ``sweep_run``: (sweep folder, run name) of a multirun job. TensorBoard then writes into
+    ``SWEEP/tensorboard/RUN_NAME/`` (with ``save_dir: null``), so that ``tensorboard --logdir SWEEP/tensorboard``
+    names each job's curves by what it sweeps (``quantizer=vq,codebook.dim=4``), not by its job number."""
     settings = OmegaConf.to_container(cfg.logger, resolve=True)
+    tensorboard = str(settings.get("_target_", "")).endswith("TensorBoardLogger")
+    if sweep_run is not None and tensorboard and settings.get("save_dir", "") is None:
+        settings["save_dir"], settings["version"] = str(sweep_run[0]), sweep_run[1]
     if settings.get("save_dir", "") is None:
         settings["save_dir"] = str(run_dir)
     name = str(settings.get("_target_", "")).rsplit(".", 1)[-1]

@@ -37,6 +37,9 @@ from vqbench.build import (
     effective_size_splits,
     reconcile_codebook_size,
 )
+from vqbench.compression import compression_figures
+from vqbench.console import tidy_console
+from vqbench.cost import CostMeter, TrainingCost
 from vqbench.errors import CheckpointError, ConfigError, OutputError, VqbenchError
 from vqbench.metrics.aggregate import MAX_DISTINCT_TOKENS
 from vqbench.metrics.fid_reference import dataset_fingerprint, save_reference
@@ -59,9 +62,18 @@ from vqbench.training.callbacks import (
     StopOnNonFiniteLoss,
 )
 from vqbench.training.checkpoints import AtomicCheckpointIO, LastCheckpoint
-from vqbench.training.hparams import hyperparameters, log_final
+from vqbench.training.final_validation import FinalValidation
+from vqbench.training.hparams import (
+    compared_hyperparameters,
+    compared_overrides,
+    log_final,
+    run_name,
+    swept_keys,
+    write_config,
+)
 from vqbench.training.module import TokenizerModule
 from vqbench.training.performance import set_tf32, trains_on_cuda
+from vqbench.training.progress import StepProgressBar
 
 log = logging.getLogger("vqbench")
 
@@ -120,6 +132,7 @@ def run(cfg: DictConfig) -> dict[str, float] | None:
     """Entry point behind run.py (see the module docstring for what happens on failure)."""
     out = _output_dir()
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    tidy_console()  # each log line once (Hydra's handlers), no advertisements
     remove_failure(out)  # a retried job starts without its previous failure
     progress = Progress()
     try:
@@ -362,10 +375,13 @@ def train(cfg: DictConfig, progress: Progress | None = None) -> dict[str, float]
     datamodule = build_datamodule(cfg)
     module = build_training_module(cfg)
     checkpoint = out / "checkpoints" / "last.ckpt"
+    compared = _compared_overrides()
+    final_validation, training_cost = FinalValidation(), TrainingCost(int(cfg.data.batch_size))
+    trainer_settings = OmegaConf.to_container(cfg.trainer, resolve=True)
     trainer = _trainer(
-        **OmegaConf.to_container(cfg.trainer, resolve=True),
+        **trainer_settings,
         default_root_dir=out,
-        logger=build_logger(cfg, out),
+        logger=build_logger(cfg, out, _sweep_run(compared)),
         enable_checkpointing=False,  # LastCheckpoint writes the one checkpoint a run keeps
         plugins=[AtomicCheckpointIO()],
         callbacks=[
@@ -374,14 +390,26 @@ def train(cfg: DictConfig, progress: Progress | None = None) -> dict[str, float]
             ReconstructionGrid(cfg.metrics.grid_images),
             CodeUsageHistogram(),
             StopOnNonFiniteLoss(),
+            final_validation,
+            training_cost,
+            # trainings are set in steps: one bar over the run's steps, with the rate and the time left
+            *([StepProgressBar()] if trainer_settings.get("enable_progress_bar", True) else []),
         ],
     )
     progress.trainer = trainer
+    config = OmegaConf.to_container(cfg, resolve=True)
+    if trainer.is_global_zero:
+        write_config(trainer.logger, config)
     # A missing or malformed dataset, or a model that does not fit the data, fails here, before the first step.
     datamodule.check(("train", "val"), world_size=trainer.world_size)
     check_shapes(cfg, module, datamodule)
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)  # last.ckpt: see LastCheckpoint
-    metrics = _plain(trainer.validate(module, datamodule=datamodule, verbose=False)[0])
+    cost = {"train": training_cost.result or {"steps": 0}}
+    # The validation that ended the training scored the final weights already; validate only if none did.
+    metrics = final_validation.metrics_at(trainer.global_step)
+    if metrics is None:
+        validated = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
+        metrics = _plain({k: v for k, v in validated.items() if k.startswith("val/")})
     record = {
         "kind": "train",
         "metrics": metrics,
@@ -389,20 +417,56 @@ def train(cfg: DictConfig, progress: Progress | None = None) -> dict[str, float]
         "checkpoint": str(checkpoint),
         "overrides": _task_overrides(),
         "choices": _choices(),
-        "config": OmegaConf.to_container(cfg, resolve=True),
+        "config": config,
     }
+    stage = "val"
     if cfg.get("evaluate_after_training", False):
         # Through the file just written, exactly as `+eval=true ckpt=...` would (weights or their EMA, eval module)
         payload = load_checkpoint(str(checkpoint))
+        meter = CostMeter(trainer.strategy.root_device).start()
         test_metrics, protocol, unavailable = evaluate_checkpoint(cfg, payload, str(checkpoint), out)
+        cost["test"] = meter.finish(int(protocol["images"]))
         metrics |= test_metrics
         record |= {"kind": "train+eval", "metrics": metrics, "protocol": protocol, "unavailable": unavailable}
-    log_final(trainer.logger, hyperparameters(record["config"], record["choices"]), metrics, trainer.global_step)
+        stage = "test"
+    unavailable = record.get("unavailable", {})
+    record |= _compression_record(module.tokenizer, cfg, metrics, stage, unavailable)
+    if unavailable:
+        record["unavailable"] = unavailable
+    record["cost"] = cost
+    params = compared_hyperparameters(compared)
+    log_final(trainer.logger, params, metrics, trainer.global_step, config=config, choices=record["choices"])
     if trainer.is_global_zero:
         _write_results(out, record)  # last: its presence means the job finished (skip_finished relies on it)
     print(format_table(metrics, f"final metrics after {trainer.global_step} steps ({out})"))
     _print_unavailable(record.get("unavailable", {}))
+    print(f"results: {out}")
     return metrics
+
+
+def _compared_overrides() -> list[str]:
+    """The overrides this job is compared by: the swept ones in a multirun, else all (training/hparams.py)."""
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    swept = swept_keys(Path(HydraConfig.get().sweep.dir)) if multirun else None
+    return compared_overrides(_task_overrides(), swept)
+
+
+def _sweep_run(compared: list[str]) -> tuple[Path, str] | None:
+    """(sweep folder, run name) of a multirun job, for its TensorBoard run; None for a single run."""
+    if HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    sweep, out = Path(HydraConfig.get().sweep.dir).resolve(), _output_dir().resolve()
+    # A job folder outside its sweep folder (a custom hydra.sweep.subdir) keeps its curves in its own folder.
+    return (sweep if out.is_relative_to(sweep) else out), run_name(compared)
+
+
+def _compression_record(tokenizer, cfg: DictConfig, metrics: dict, stage: str, unavailable: dict) -> dict:
+    """``{"compression": ...}`` for metrics.json (vqbench/compression.py), or the reason under ``unavailable``."""
+    figures, reason = compression_figures(tokenizer, cfg, metrics, stage)
+    if reason is not None:
+        unavailable["compression"] = reason
+        return {}
+    return {"compression": figures}
 
 
 def _check_writable(out: Path, key: str = "hydra.run.dir") -> None:
@@ -671,8 +735,11 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         return finished["metrics"]
     _check_writable(out)
     L.seed_everything(eval_cfg.seed, workers=True, verbose=False)
+    meter = CostMeter(_evaluation_device(eval_cfg)).start()
     metrics, protocol, unavailable = evaluate_checkpoint(eval_cfg, payload, cfg.ckpt, out)
+    cost = {"test": meter.finish(int(protocol["images"]))}
     if rank_zero_only.rank == 0:  # under multi-process evaluation, one writer
+        tokenizer = _shape_only_tokenizer(eval_cfg)
         _write_results(
             out,
             {
@@ -684,8 +751,25 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
                 "unavailable": unavailable,
                 "overrides": overrides,
                 "config": OmegaConf.to_container(eval_cfg, resolve=True),
+                **_compression_record(tokenizer, eval_cfg, metrics, "test", unavailable),
+                "cost": cost,
             },
         )
     print(format_table(metrics, f"evaluation of {cfg.ckpt} on {protocol['images']} test images"))
     _print_unavailable(unavailable)
+    print(f"results: {out}")
     return metrics
+
+
+def _shape_only_tokenizer(cfg: DictConfig):
+    """The config's tokenizer on the meta device (shapes and the code space, no memory): for its compression figures."""
+    from vqbench.build import build_tokenizer
+
+    with torch.device("meta"):
+        return build_tokenizer(cfg)[0]
+
+
+def _evaluation_device(eval_cfg: DictConfig) -> torch.device:
+    accelerator = str(eval_cfg.trainer.get("accelerator", "auto"))
+    cuda = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    return torch.device("cuda" if cuda and torch.cuda.is_available() else "cpu")

@@ -1,13 +1,20 @@
 """Turns the metrics.json files under a run or sweep directory into a markdown table.
 
     python -m vqbench.report multirun/sweeps/celeba64_vq_dim --table celeba64_vq_dim [--out table.md]
-    python -m vqbench.report multirun/2026-11-23/12-00-00 [--out table.md]
+    python -m vqbench.report multirun/2026-11-23/12-00-00 [--out table.md] [--efficiency] [--plot FIGURES_DIR]
+
+Without ``--table``: one row per job, its command-line overrides as columns, then its metrics; a column with the same
+value in every job is folded into one line above the table. ``--efficiency`` adds the compression and cost columns of
+metrics.json (tokens per image, bits per pixel, compression ratio, training images/s, wall time, peak memory).
+``--plot DIR`` also draws every metric against the swept value (``vqbench.plots``), with the published numbers as
+markers when ``--table`` names a table.
 
 With ``--table NAME`` (one of ``vqbench.published``): the published table in its own layout (same rows, same columns),
 each cell "measured / published (difference)"; published rows no job has finished are marked "—", and finished
-jobs that match no published row are appended with "—" for the published side. Without it: one row per job, its
-command-line overrides as columns, then its metrics. Partial sweeps give partial tables either way; the jobs that
-failed (their failed.json: the error and the step) or have not finished are listed below the table.
+jobs that match no published row are appended with "—" for the published side. A measured row that ran fewer steps
+(or epochs) than the table's recipe, or on other data, is marked not comparable, with the reason below the table.
+Partial sweeps give partial tables either way; the jobs that failed (their failed.json: the error and the step) or have
+not finished are listed below the table.
 """
 
 from __future__ import annotations
@@ -62,6 +69,9 @@ def collect(directory: Path) -> list[dict]:
                 "choices": record.get("choices", {}),
                 "written_at": record.get("written_at", ""),
                 "rfid_protocol": rfid_protocol(record),
+                "step": record.get("step"),
+                "compression": record.get("compression", {}),
+                "cost": record.get("cost", {}),
             }
         )
     return rows
@@ -108,9 +118,38 @@ def _format(value) -> str:
     return str(value)
 
 
-def markdown_table(rows: list[dict]) -> str:
-    """One row per job. An rFID column is named with its protocol (``test/rfid [clean_fid]``), so rFIDs of
-    different protocols land in different columns."""
+#: ``--efficiency`` columns: (header, section of metrics.json, key, ...) for compression and cost.
+EFFICIENCY_COLUMNS = (
+    ("tokens/image", ("compression", "tokens_per_image")),
+    ("bits/pixel", ("compression", "bits_per_pixel")),
+    ("compression ratio", ("compression", "compression_ratio")),
+    ("train images/s", ("cost", "train", "images_per_second")),
+    ("train wall time (s)", ("cost", "train", "wall_time_s")),
+    ("train peak memory (MiB)", ("cost", "train", "peak_memory_mib")),
+    ("test images/s", ("cost", "test", "images_per_second")),
+)
+
+
+def _efficiency_value(row: dict, path: tuple[str, ...]) -> Any:
+    node: Any = row
+    for part in path:
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def varying_overrides(rows: list[dict]) -> list[str]:
+    """The override keys whose value differs between jobs (a key a job lacks counts as its own value): the swept
+    keys of a sweep, in the order the jobs first use them."""
+    keys = list(dict.fromkeys(k for row in rows for k in row["overrides"]))
+    return [k for k in keys if len({row["overrides"].get(k) for row in rows}) > 1]
+
+
+def markdown_table(rows: list[dict], efficiency: bool = False) -> str:
+    """One row per job. With more than one job, a column holding the same value in every row is folded into one
+    line above the table ("Same in every job: ..."). An rFID column is named with its protocol
+    (``test/rfid [clean_fid]``), so rFIDs of different protocols land in different columns."""
 
     def named(key: str, row: dict) -> str:
         return f"{key} [{row.get('rfid_protocol')}]" if _is_rfid(key) else key
@@ -118,14 +157,29 @@ def markdown_table(rows: list[dict]) -> str:
     rows = [row | {"metrics": {named(k, row): v for k, v in row["metrics"].items()}} for row in rows]
     override_keys = list(dict.fromkeys(k for row in rows for k in row["overrides"]))
     metric_keys = list(dict.fromkeys(k for row in rows for k in row["metrics"]))
-    header = ["job", "kind", *override_keys, *metric_keys]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    columns = [("kind", lambda row: row["kind"])]
+    columns += [(k, lambda row, k=k: row["overrides"].get(k, "")) for k in override_keys]
+    columns += [(k, lambda row, k=k: _format_or_missing(row["metrics"].get(k))) for k in metric_keys]
+    if efficiency:
+        for label, path in EFFICIENCY_COLUMNS:
+            if any(_efficiency_value(row, path) is not None for row in rows):
+                columns.append((label, lambda row, p=path: _format_or_missing(_efficiency_value(row, p))))
+    lines = []
+    if len(rows) > 1:
+        constant = [(name, cell(rows[0])) for name, cell in columns if len({cell(row) for row in rows}) == 1]
+        if constant:
+            lines += ["Same in every job: " + ", ".join(f"{name}={value}" for name, value in constant), ""]
+            folded = {name for name, _ in constant}
+            columns = [(name, cell) for name, cell in columns if name not in folded]
+    header = ["job", *(name for name, _ in columns)]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        cells = [row["job"], row["kind"]]
-        cells += [row["overrides"].get(k, "") for k in override_keys]
-        cells += [_format(row["metrics"][k]) if k in row["metrics"] else MISSING for k in metric_keys]
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append("| " + " | ".join([row["job"], *(cell(row) for _, cell in columns)]) + " |")
     return "\n".join(lines)
+
+
+def _format_or_missing(value: Any) -> str:
+    return MISSING if value is None else _format(value)
 
 
 # --- the published layout ------------------------------------------------------------------------------------------
@@ -178,8 +232,43 @@ def _label(column: Column, value: Any) -> str:
     return column.names.get(value, str(value))
 
 
+def dataset_name(row: dict) -> str | None:
+    """The data a job ran on: the module of its ``data.make_dataset._target_`` (``vqbench.data.celeba.celeba_split``
+    -> ``celeba``), or None if its config does not say."""
+    target = key_value(row, "data.make_dataset._target_")
+    return str(target).split(".")[-2] if isinstance(target, str) and target.count(".") >= 2 else None
+
+
+def _recipe_value(row: dict, spec: Any) -> Any:
+    """A recipe entry of a published table: one value, or ``{by: KEY, VALUE_OF_KEY: value, ...}`` per row."""
+    if isinstance(spec, dict):
+        return spec.get(key_value(row, spec["by"]))
+    return spec
+
+
+def not_comparable(row: dict, table: PublishedTable) -> list[str]:
+    """Why a measured job cannot stand beside the published numbers: fewer training steps or epochs than the table's
+    recipe, or other data. Empty when it can, or when its metrics.json does not say (an older record)."""
+    reasons = []
+    data = _recipe_value(row, table.recipe.get("data"))
+    ours = dataset_name(row)
+    if data is not None and ours is not None and ours != data:
+        reasons.append(f"data={ours}, the table's data is {data}")
+    steps = _recipe_value(row, table.recipe.get("steps"))
+    if steps is not None and row.get("step") is not None and row["step"] < steps:
+        reasons.append(f"{row['step']:,} training steps, the recipe's {steps:,}")
+    epochs = _recipe_value(row, table.recipe.get("epochs"))
+    max_steps, max_epochs = key_value(row, "trainer.max_steps"), key_value(row, "trainer.max_epochs")
+    if epochs is not None and isinstance(max_steps, int) and max_steps > 0:
+        reasons.append(f"stopped by trainer.max_steps={max_steps:,}, the recipe trains {epochs} epochs")
+    elif epochs is not None and isinstance(max_epochs, int) and 0 <= max_epochs < epochs:
+        reasons.append(f"{max_epochs} epochs, the recipe's {epochs}")
+    return reasons
+
+
 def published_table(rows: list[dict], table: PublishedTable) -> str:
-    """The published table with "measured / published (measured − published)" in every metric cell."""
+    """The published table with "measured / published (measured − published)" in every metric cell, and a
+    "Comparable" column when a measured row is not comparable with the recipe (the reasons below the table)."""
     matchable = [i for i, column in enumerate(table.keys) if column.key is not None]
     finished = [row for row in rows if any(m.startswith("test/") for m in row["metrics"])]
     used: set[int] = set()
@@ -192,8 +281,9 @@ def published_table(rows: list[dict], table: PublishedTable) -> str:
     ]
 
     other_protocols: set[tuple[str, str]] = set()
+    reasons: list[str] = []
 
-    def line(key_cells: list[str], measured: dict | None, values: list[float | None]) -> str:
+    def line(key_cells: list[str], measured: dict | None, values: list[float | None]) -> list[str]:
         cells = list(key_cells)
         for column, published in zip(table.metrics, values, strict=True):
             value = None if measured is None or column.key is None else measured["metrics"].get(column.key)
@@ -203,7 +293,13 @@ def published_table(rows: list[dict], table: PublishedTable) -> str:
                 cell += f" [{protocol}]"  # never an unmarked comparison of two protocols
                 other_protocols.add((protocol, column.protocol))
             cells.append(cell)
-        return "| " + " | ".join(cells) + " |"
+        why = not_comparable(measured, table) if measured is not None else []
+        if why:
+            reasons.append(f"({len(reasons) + 1}) job {measured['job']}: " + "; ".join(why))
+        cells.append(MISSING if measured is None else f"no ({len(reasons)})" if why else "yes")
+        return cells
+
+    table_rows: list[list[str]] = []
 
     for key_values, values in table.rows:
         matches = [
@@ -217,11 +313,19 @@ def published_table(rows: list[dict], table: PublishedTable) -> str:
         used.update(matches)
         measured = max((finished[i] for i in matches), key=lambda r: r["written_at"]) if matches else None
         key_cells = [_label(column, value) for column, value in zip(table.keys, key_values, strict=True)]
-        lines.append(line(key_cells, measured, values))
+        table_rows.append(line(key_cells, measured, values))
     for i, row in enumerate(finished):
         if i not in used:  # measured, but the published table has no such row
             key_cells = [_label(c, key_value(row, c.key) if c.key else None) for c in table.keys]
-            lines.append(line(key_cells, row, [None] * len(table.metrics)))
+            table_rows.append(line(key_cells, row, [None] * len(table.metrics)))
+    if reasons:
+        lines[2] = lines[2][:-1] + "| Comparable |"
+        lines[3] += "---|"
+    for cells in table_rows:
+        lines.append("| " + " | ".join(cells if reasons else cells[:-1]) + " |")
+    if reasons:
+        lines += ["", "Not comparable with the published recipe (its numbers need the full training on its data):"]
+        lines += reasons
     lines += ["", f"Source: {table.source}."]
     for measured_protocol, published_protocol in sorted(other_protocols):
         lines.append(
@@ -243,6 +347,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("directory", type=Path, help="a run or sweep directory (searched recursively)")
     parser.add_argument("--table", help=f"lay out as a published table: {', '.join(table_names())}")
     parser.add_argument("--out", type=Path, help="also write the table to this file")
+    parser.add_argument(
+        "--efficiency",
+        action="store_true",
+        help="add the compression (tokens/image, bits/pixel, ratio) and cost (images/s, wall time, memory) columns",
+    )
+    parser.add_argument(
+        "--plot", type=Path, metavar="DIR", help="also draw every metric against the swept value into DIR (PNG, SVG)"
+    )
     args = parser.parse_args(argv)
     if not args.directory.is_dir():
         print(f"error: {args.directory} is not a directory; pass a run or sweep output directory", file=sys.stderr)
@@ -259,13 +371,33 @@ def main(argv: list[str] | None = None) -> int:
     if not rows and table is None and not unfinished:
         print(f"error: no {METRICS_FILE} under {args.directory}; has any job of this sweep finished?", file=sys.stderr)
         return 1
-    text = published_table(rows, table) if table is not None else markdown_table(rows) if rows else ""
+    text = published_table(rows, table) if table is not None else markdown_table(rows, args.efficiency) if rows else ""
+    if table is not None and args.efficiency and rows:
+        text += "\n\n" + markdown_table(rows, efficiency=True)
     if unfinished:
         text += f"\n\nJobs not in the table ({len(unfinished)}):\n" + "\n".join(unfinished)
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text + "\n")
+    if args.plot is not None and rows:
+        return _plot(rows, table, args.plot)
+    return 0
+
+
+def _plot(rows: list[dict], table: PublishedTable | None, out: Path) -> int:
+    try:
+        from vqbench.plots import plot_results
+    except ImportError as error:
+        print(f"error: --plot needs matplotlib ({error}); pip install -e '.[plot]'", file=sys.stderr)
+        return 2
+    try:
+        figures = plot_results(rows, table, out)
+    except OSError as error:
+        print(f"error: cannot write the figures into {out} ({error.strerror or error}); choose another --plot folder",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    print(f"\n{len(figures)} figures (PNG and SVG) in {out}", file=sys.stderr)
     return 0
 
 

@@ -278,8 +278,12 @@ class Export:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if any(argument in ("-h", "--help") for argument in argv):
+        print(__doc__)
+        return 0
     try:
-        args, data_overrides = parse_arguments(sys.argv[1:] if argv is None else argv)
+        args, data_overrides = parse_arguments(argv)
         print(Export(args, data_overrides).run())
     except VqbenchError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -5,9 +5,10 @@ arXiv id + table), its identifying columns (``keys``: a label and where the valu
 dotted config key such as ``codebook.dim``, ``choice:GROUP`` for the config group option the job composed, or null
 for a column shown only from the source), its metric columns (label, our metric key, ``scale`` to bring our value to
 the source's unit, ``unit``, ``decimals`` as printed in the source, default 4; ``protocol`` for rFID: the rFID
-protocol of the published numbers), and the rows as
-``[[key values...], [published values...]]``. ``tests/test_published.py`` checks every number, row and column,
-against a separate hand transcription of each source table (``tests/published_sources/``).
+protocol of the published numbers), the rows as ``[[key values...], [published values...]]``, and the ``recipe`` a
+measured row must follow to be comparable (``data``, ``steps`` or ``epochs``; see ``PublishedTable.recipe``).
+``tests/test_published.py`` checks every number, row and column, against a separate hand transcription of each source
+table (``tests/published_sources/``).
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ class PublishedTable:
     metrics: list[Column]
     rows: list[tuple[list[Any], list[float | None]]]
     note: str = ""
+    #: What a measured row needs to stand beside the published numbers (vqbench.report.not_comparable): ``data`` (the
+    #: dataset module, e.g. celeba), ``steps`` (at least this many training steps) or ``epochs`` (trained for this
+    #: many epochs, not stopped by trainer.max_steps); each one value or ``{by: KEY, KEY_VALUE: value, ...}``.
+    recipe: dict[str, Any] = field(default_factory=dict)
 
 
 def table_names() -> list[str]:
@@ -61,4 +66,6 @@ def load_table(name: str) -> PublishedTable:
         if len(key_values) != len(keys) or len(values) != len(metrics):
             raise ValueError(f"{name}.yaml: row {key_values} does not have {len(keys)} keys and {len(metrics)} values")
         rows.append((key_values, values))
-    return PublishedTable(name, data["title"], data["source"], keys, metrics, rows, data.get("note", ""))
+    return PublishedTable(
+        name, data["title"], data["source"], keys, metrics, rows, data.get("note", ""), data.get("recipe") or {}
+    )

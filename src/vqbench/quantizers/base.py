@@ -8,6 +8,7 @@ enabled: rounding and nearest-neighbour search in reduced precision silently cha
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -50,6 +51,16 @@ class Quantizer(nn.Module):
 
     #: Number of distinct tokens, or None where the set of tokens is unbounded (the lattice).
     codebook_size: int | None = None
+    #: Integer ids per token position: R for residual VQ (one per stage), 1 otherwise (the lattice: one vector).
+    ids_per_position: int = 1
+
+    @property
+    def bits_per_position(self) -> float | None:
+        """Bits that name the code of one token position in the quantizer's code space: log2 K for a codebook of K
+        vectors (VQ, EMA, SimVQ, Gumbel). Overridden where the code space is built otherwise (FSQ: sum of log2 of
+        the levels; LFQ: its bits; residual VQ: R x log2 K). None where it is unbounded (the lattice: no finite
+        codebook; ``vqbench.compression`` measures its tokens empirically instead)."""
+        return None if self.codebook_size is None else math.log2(self.codebook_size)
 
     def __init__(self, dim: int):
         super().__init__()

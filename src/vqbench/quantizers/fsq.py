@@ -75,6 +75,12 @@ class _ScalarQuantizer(Quantizer):
         self.project_in = projection(dim, len(self.levels))
         self.project_out = projection(len(self.levels), dim)
 
+    @property
+    def bits_per_position(self) -> float:
+        """sum_i log2 L_i over the levels L_i (Mentzer et al. 2023, arXiv:2309.15505: the implicit codebook is the
+        product of the levels)."""
+        return sum(math.log2(level) for level in self.levels)
+
     def quantize(self, z: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         digits, codes = self.digits_and_codes(self.project_in(z))
         indices = (digits * self._basis).sum(dim=1)

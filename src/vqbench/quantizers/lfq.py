@@ -67,6 +67,11 @@ class LookupFreeQuantizer(Quantizer):
         """All 2^bits codes as a 2^bits x bits matrix of +-1, row k being the code of index k."""
         return sign_codes(self.bits, device)
 
+    @property
+    def bits_per_position(self) -> float:
+        """The sign bits of a token (Yu et al. 2023, arXiv:2310.05737: K = 2^bits)."""
+        return float(self.bits)
+
     def quantize(self, z: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         z = self.project_in(z)
         positive = z >= 0

@@ -12,6 +12,8 @@ Each stage's losses are on its own residual. Codebooks are separate per stage (R
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -35,6 +37,15 @@ class ResidualVectorQuantizer(Quantizer):
         self.codebooks = nn.Parameter(
             torch.stack([VectorQuantizer.initial_codebook(codebook_size, dim) for _ in range(count)])
         )
+
+    @property
+    def ids_per_position(self) -> int:
+        return self.num_stages
+
+    @property
+    def bits_per_position(self) -> float:
+        """R stages x log2 K: one id of K codes per stage."""
+        return self.num_stages * math.log2(self.codebook_size)
 
     def stage_codebook(self, stage: int) -> Tensor:
         return self.codebooks[0 if self.shared_codebook else stage]

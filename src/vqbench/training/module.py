@@ -308,6 +308,9 @@ class TokenizerModule(L.LightningModule):
             self.trainer.strategy.optimizer_step(d_opt.optimizer, closure=_no_closure)
             self.untoggle_optimizer(d_opt)
             log.update({f"train/disc/{k}": v.detach() for k, v in d_terms.items()})
+        # TensorBoard's x-axis: the number of steps done (this one included), as validation, the image grid and the
+        # checkpoints count them; Lightning's default would be this step's 0-based index, one less.
+        log["step"] = float(step + 1)
         self.log_dict(log, prog_bar=False)
         self.log("loss", total.detach(), prog_bar=True, logger=False)
         return total.detach()
@@ -371,6 +374,8 @@ class TokenizerModule(L.LightningModule):
             else:
                 values[name] = result
         self.log_dict({f"{stage}/{k}": v.float() for k, v in values.items()}, prog_bar=stage == "val")
+        if stage == "val":  # at the step the validated weights reached (see training_step)
+            self.log("step", float(self.global_step))
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch_metrics("val")
