@@ -239,3 +239,15 @@ def test_run_py_refuses_a_crafted_checkpoint_in_one_line(command, tmp_path, sent
     assert "model.encoder._target_='pathlib.Path.write_text'" in errors[0]
     assert not (tmp_path / "run" / "metrics.json").exists()
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_group_choice_replaces_the_checkpoints_whole_data_node(tmp_path):
+    from tests.test_config import compose_cfg
+    from vqbench.checkpoint import evaluation_config
+
+    crafted = _craft(tmp_path, "data", {"root": "/somewhere/else", "cache": True, "cache_dir": "/somewhere/cache"})
+    trained = OmegaConf.create(load_checkpoint(str(crafted))["vqbench_config"])
+    assert trained.data.cache_dir == "/somewhere/cache"
+    overrides = ["+eval=true", f"ckpt={crafted}", "data=sample", "data.root=/mine"]
+    merged = evaluation_config(trained, compose_cfg(overrides), overrides)
+    assert (merged.data.root, merged.data.cache, merged.data.cache_dir) == ("/mine", False, None)
