@@ -149,10 +149,10 @@ def test_run_py_evaluates_resumes_and_refuses_earlier_formats(tmp_path):
     assert refused.returncode == 2
     assert "checkpoint format 1, main up to 07ec3bc" in refused.stderr and "Traceback" not in refused.stderr
     resumable, _, _ = _fixture(RESUMABLE_FROM)
-    more = [o for o in TRAIN if not o.startswith("trainer.max_steps")] + ["trainer.max_steps=6"]
+    more = [o for o in TRAIN if not o.startswith("trainer.max_steps")] + ["trainer.max_steps=20"]
     run_cli(*more, f"ckpt={resumable}", f"hydra.run.dir={tmp_path / 'resumed'}", cwd=tmp_path)
     record = json.loads((tmp_path / "resumed" / "metrics.json").read_text())
-    assert record["step"] == 6
+    assert record["step"] == 20  # the fixture stopped at 16
     written = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)
     assert written["vqbench_format"] == CHECKPOINT_FORMAT
 
@@ -187,5 +187,16 @@ def test_an_earlier_architecture_that_cannot_be_rebuilt_is_refused_naming_the_fo
     del OmegaConf.select(config, node)[key]
     payload["vqbench_config"] = OmegaConf.to_yaml(config)
     torch.save(payload, tmp_path / "old.ckpt")
-    with pytest.raises(CheckpointError, match=f"checkpoint format 4, main up to 0d82b99\) whose model {named}"):
+    with pytest.raises(CheckpointError, match=rf"checkpoint format 4, main up to 0d82b99\) whose model {named}"):
         load_checkpoint(str(tmp_path / "old.ckpt"))
+
+
+def test_the_api_and_tokenize_read_checkpoints_through_vqbench_checkpoint_not_the_cli():
+    import ast
+
+    for name in ("api.py", "tokenize.py", "checkpoint.py"):
+        tree = ast.parse((ROOT / "src" / "vqbench" / name).read_text())
+        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        assert "vqbench.cli" not in imported, name
+        if name != "checkpoint.py":
+            assert "vqbench.checkpoint" in imported, name

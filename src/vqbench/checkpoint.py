@@ -304,9 +304,10 @@ def checkpoint_format(payload: dict, config: DictConfig, ckpt: str) -> int:
                 f"formats 1 to {CHECKPOINT_FORMAT}. Update vqbench (git pull) to read it"
             )
         return version
-    if "vqbench_overrides" in payload or "converted_from" in payload:
-        return 5
-    if OmegaConf.select(config, "data.pixel_mean") is not None:
+    has_pixel_space = OmegaConf.select(config, "data.pixel_mean") is not None
+    if "vqbench_overrides" in payload or ("converted_from" in payload and has_pixel_space):
+        return 5  # a conversion holds no training state: it is written by a version of format 5 or 4 alike
+    if has_pixel_space:
         return 4
     if OmegaConf.select(config, "model.residual_skip") is not None:
         return 3

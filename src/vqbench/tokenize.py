@@ -155,8 +155,7 @@ class Export:
     def __init__(self, args: dict, data_overrides: list[str]):
         from vqbench.api import tokenizer_from_checkpoint
         from vqbench.build import build_datamodule
-        from vqbench.checkpoint import check_targets, load_checkpoint
-        from vqbench.cli import evaluation_config
+        from vqbench.checkpoint import check_targets, evaluation_config, load_checkpoint
         from vqbench.compose import compose_config
         from vqbench.data.evaluation_transform import evaluation_transform
         from vqbench.data.files import ImageFiles
