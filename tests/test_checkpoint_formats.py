@@ -200,3 +200,31 @@ def test_the_api_and_tokenize_read_checkpoints_through_vqbench_checkpoint_not_th
         assert "vqbench.cli" not in imported, name
         if name != "checkpoint.py":
             assert "vqbench.checkpoint" in imported, name
+
+
+@pytest.mark.parametrize("version", [5, CHECKPOINT_FORMAT])
+@pytest.mark.parametrize("removed", ["metrics", "optimizer.grad_clip", "performance"])
+def test_a_config_without_a_key_added_since_loads_in_evaluation_and_the_api(version, removed, tmp_path):
+    payload = torch.load(_fixture(5)[0], weights_only=True)
+    config = OmegaConf.create(payload["vqbench_config"])
+    node, _, key = removed.rpartition(".")
+    del (OmegaConf.select(config, node) if node else config)[key]
+    payload["vqbench_config"] = OmegaConf.to_yaml(config)
+    if version == CHECKPOINT_FORMAT:
+        payload["vqbench_format"] = version
+    torch.save(payload, tmp_path / "old.ckpt")
+    loaded = load_checkpoint(str(tmp_path / "old.ckpt"))
+    overrides = ["+eval=true", f"ckpt={tmp_path / 'old.ckpt'}"]
+    eval_cfg = evaluation_config(OmegaConf.create(loaded["vqbench_config"]), compose_cfg(overrides), overrides)
+    check_config(eval_cfg)
+    assert load_tokenizer(str(tmp_path / "old.ckpt")).codebook_size == 32
+
+
+def test_a_config_without_a_model_is_refused_in_one_line(tmp_path):
+    payload = torch.load(_fixture(5)[0], weights_only=True)
+    config = OmegaConf.create(payload["vqbench_config"])
+    del config["model"]
+    payload["vqbench_config"] = OmegaConf.to_yaml(config)
+    torch.save(payload, tmp_path / "bare.ckpt")
+    with pytest.raises(CheckpointError, match="its config has no model node"):
+        load_checkpoint(str(tmp_path / "bare.ckpt"))

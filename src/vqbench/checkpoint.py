@@ -91,6 +91,8 @@ ALLOWED_TARGETS = frozenset(
         "lightning.pytorch.loggers.MLFlowLogger",
     }
 )
+#: The nodes every stored config has (written by every format); the others are filled in by ``upgrade``.
+REQUIRED_NODES = ("data", "model", "quantizer", "codebook", "loss", "trainer")
 #: The config key that names the module prefixes a user trusts beyond ALLOWED_TARGETS (their own classes).
 TRUSTED_KEY = "trusted_modules"
 #: Hydra's instantiation keys besides ``_target_``, and the plain values each may hold.
@@ -182,8 +184,8 @@ def load_checkpoint(path: str | None, purpose: str = "evaluate", trusted_modules
         )
     config = stored_config(payload, str(path), trusted_modules)
     version = checkpoint_format(payload, config, str(path))
+    config = upgrade(config, version, str(path))
     if version != CHECKPOINT_FORMAT:
-        config = upgrade(config, version, str(path))
         print(
             f"note: ckpt={path} was written by an earlier vqbench (checkpoint format {version}, main up to "
             f"{FORMAT_COMMITS[version]}); read as format {CHECKPOINT_FORMAT} with the values that version computed "
@@ -198,7 +200,7 @@ def load_checkpoint(path: str | None, purpose: str = "evaluate", trusted_modules
 def stored_config(payload: dict, ckpt: str, trusted_modules: Iterable[str] = ()) -> DictConfig:
     """The checkpoint's config, checked (``check_stored_config``); its own ``trusted_modules`` is dropped."""
     text = payload["vqbench_config"]
-    if not isinstance(text, str):
+    if not isinstance(text, (str, dict)):
         raise CheckpointError(f"ckpt={ckpt}: its vqbench_config is {type(text).__name__}, not YAML text")
     try:
         config = OmegaConf.create(text)
@@ -210,6 +212,12 @@ def stored_config(payload: dict, ckpt: str, trusted_modules: Iterable[str] = ())
     container = OmegaConf.to_container(config, resolve=False)
     container.pop(TRUSTED_KEY, None)  # a checkpoint cannot trust itself
     check_stored_config(container, ckpt, trusted_modules)
+    missing = [node for node in REQUIRED_NODES if not isinstance(container.get(node), dict)]
+    if missing:
+        raise CheckpointError(
+            f"ckpt={ckpt}: its config has no {', '.join(missing)} node; it is not the config of a vqbench run. Give a "
+            "checkpoints/last.ckpt written by `python run.py`"
+        )
     return OmegaConf.create(container)
 
 
@@ -320,6 +328,8 @@ def upgrade(config: DictConfig, version: int, ckpt: str) -> DictConfig:
     """The config of a format-``version`` checkpoint in this version's keys, with the values that reproduce what
     that version computed; refuses (naming the format) what cannot be rebuilt."""
     config = config.copy()
+    if version == CHECKPOINT_FORMAT:  # only keys removed by hand can be missing: fill them like an old format's
+        return _fill_legacy_values(config)
     _refuse_changed_architectures(config, version, ckpt)
     if version <= 2 and _targets(config, "model.encoder", "SimpleCNNEncoder"):
         # Up to format 2, SimpleCNN's residual blocks computed x + f(x); relu(x) + f(x) is today's default.
@@ -335,9 +345,15 @@ def upgrade(config: DictConfig, version: int, ckpt: str) -> DictConfig:
         for key in ("pixel_mean", "pixel_std"):
             if OmegaConf.select(config, f"data.{key}") is None:
                 OmegaConf.update(config, f"data.{key}", 0.5, force_add=True)
+    return _fill_legacy_values(config)
+
+
+def _fill_legacy_values(config: DictConfig) -> DictConfig:
     for key, value in LEGACY_VALUES.items():
         if OmegaConf.select(config, key, default="absent") == "absent":
             OmegaConf.update(config, key, value, force_add=True)
+    if OmegaConf.select(config, "seed") is None:
+        config.seed = 0
     return config
 
 
