@@ -49,7 +49,8 @@ def sentinel(tmp_path, monkeypatch):
     folder.mkdir()
     imported, written = tmp_path / "imported", tmp_path / "written.pth"
     (folder / f"{SENTINEL}.py").write_text(
-        f"from pathlib import Path\nPath({str(imported)!r}).write_text('imported')\ndef boom(*a, **k):\n    pass\n"
+        f"from pathlib import Path\nPath({str(imported)!r}).write_text('imported')\n"
+        "def boom(*a, **k):\n    return 'import os'\n"
     )
     monkeypatch.syspath_prepend(str(folder))
     yield folder, (imported, written)
@@ -61,7 +62,8 @@ def sentinel(tmp_path, monkeypatch):
 def _write_text_payload(written: Path) -> dict:
     return {
         "_target_": "pathlib.Path.write_text",
-        "_args_": [{"_target_": "pathlib.Path", "_args_": [str(written)]}, "import os"],
+        # the text comes from the sentinel module: built without the check, this imports it and writes the file
+        "_args_": [{"_target_": "pathlib.Path", "_args_": [str(written)]}, {"_target_": f"{SENTINEL}.boom"}],
     }
 
 
