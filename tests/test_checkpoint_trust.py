@@ -253,3 +253,17 @@ def test_a_group_choice_replaces_the_checkpoints_whole_data_node(tmp_path):
     overrides = ["+eval=true", f"ckpt={crafted}", "data=sample", "data.root=/mine"]
     merged = evaluation_config(trained, compose_cfg(overrides), overrides)
     assert (merged.data.root, merged.data.cache, merged.data.cache_dir) == ("/mine", False, None)
+
+
+def test_evaluation_and_tokenize_take_trusted_modules_from_their_command_line(tmp_path):
+    from tests.test_config import compose_cfg
+    from vqbench.checkpoint import evaluation_config
+    from vqbench.tokenize import parse_arguments
+
+    trained = OmegaConf.create(load_checkpoint(str(FIXTURE))["vqbench_config"])
+    trained.trusted_modules = ["pathlib"]  # as a checkpoint could hold it: never taken
+    overrides = ["+eval=true", "ckpt=x.ckpt", "trusted_modules=[mylab]"]
+    assert list(evaluation_config(trained, compose_cfg(overrides), overrides).trusted_modules) == ["mylab"]
+    assert list(evaluation_config(trained, compose_cfg(overrides[:2]), overrides[:2]).trusted_modules) == []
+    args, _ = parse_arguments(["ckpt=x.ckpt", f"out={tmp_path}", "trusted_modules=[mylab,other.pkg]"])
+    assert args["trusted_modules"] == ["mylab", "other.pkg"]
