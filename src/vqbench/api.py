@@ -145,14 +145,21 @@ def _as_list(images: ImageInput) -> list[Image.Image | Tensor]:
     return list(images)
 
 
-def load_tokenizer(checkpoint: str, use_ema: bool = False, device: str | torch.device = "cpu") -> ImageTokenizer:
+def load_tokenizer(
+    checkpoint: str,
+    use_ema: bool = False,
+    device: str | torch.device = "cpu",
+    trusted_modules: Sequence[str] = (),
+) -> ImageTokenizer:
     """The tokenizer of a vqbench checkpoint (``checkpoints/last.ckpt`` of a training run, or the output of
-    ``python -m vqbench.convert``), read tensors-only (``torch.load(weights_only=True)``). ``use_ema=True`` takes the
-    weight EMA of a run trained with ``ema_decay``. A folder written by ``python -m vqbench.export`` (safetensors +
-    config.json), or ``hf://OWNER/NAME`` for such a folder on the Hugging Face Hub, loads the same way."""
+    ``python -m vqbench.convert``), read tensors-only (``torch.load(weights_only=True)``), its config checked before
+    anything is built (``vqbench.checkpoint``). ``use_ema=True`` takes the weight EMA of a run trained with
+    ``ema_decay``. A folder written by ``python -m vqbench.export`` (safetensors + config.json), or ``hf://OWNER/NAME``
+    for such a folder on the Hugging Face Hub, loads the same way, its config checked alike. ``trusted_modules``:
+    module prefixes of your own classes that the stored config may build (docs/checkpoints.md)."""
     from pathlib import Path
 
-    from vqbench.cli import load_checkpoint
+    from vqbench.checkpoint import load_checkpoint
 
     if str(checkpoint).startswith("hf://") or Path(checkpoint).is_dir():
         from vqbench.export import download, load_export
@@ -160,21 +167,21 @@ def load_tokenizer(checkpoint: str, use_ema: bool = False, device: str | torch.d
         if use_ema:
             raise VqbenchError("an export holds one set of weights; export with use_ema=true instead of loading it so")
         folder = download(str(checkpoint).removeprefix("hf://")) if str(checkpoint).startswith("hf://") else checkpoint
-        return load_export(folder, device)
+        return load_export(folder, device, trusted_modules=trusted_modules)
 
-    return tokenizer_from_checkpoint(load_checkpoint(str(checkpoint)), str(checkpoint), use_ema, device)
+    payload = load_checkpoint(str(checkpoint), trusted_modules=trusted_modules)
+    return tokenizer_from_checkpoint(payload, str(checkpoint), use_ema, device)
 
 
 def tokenizer_from_checkpoint(
     payload: dict, checkpoint: str, use_ema: bool, device: str | torch.device, config: DictConfig | None = None
 ) -> ImageTokenizer:
-    """The tokenizer of a checkpoint already read by ``cli.load_checkpoint``; ``config``: the checkpoint's own
-    config with changes (e.g. an export's data overrides), by default the checkpoint's."""
-    from vqbench.build import build_training_module
-    from vqbench.cli import load_tokenizer_weights
+    """The tokenizer of a checkpoint already read (and checked) by ``vqbench.checkpoint.load_checkpoint``;
+    ``config``: the checkpoint's own config with changes (e.g. an export's data overrides), by default the
+    checkpoint's."""
+    from vqbench.checkpoint import evaluation_module
 
     trained = OmegaConf.create(payload["vqbench_config"])
-    module = build_training_module(trained, for_training=False)
-    load_tokenizer_weights(module, payload, checkpoint, use_ema=use_ema)
+    module = evaluation_module(trained, payload, checkpoint, use_ema=use_ema)
     device = torch.device(device)
     return ImageTokenizer(module.tokenizer.eval().to(device), trained if config is None else config, device)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import sys
 import traceback
 from dataclasses import dataclass
@@ -36,6 +35,16 @@ from vqbench.build import (
     check_shapes,
     effective_size_splits,
     reconcile_codebook_size,
+)
+from vqbench.checkpoint import (
+    EVAL_TRAINER_KEYS,
+    TRUSTED_KEY,
+    check_resumable_format,
+    check_targets,
+    evaluation_config,
+    evaluation_module,
+    load_checkpoint,
+    trusted_prefixes,
 )
 from vqbench.compression import compression_figures
 from vqbench.console import tidy_console
@@ -71,31 +80,11 @@ from vqbench.training.hparams import (
     swept_keys,
     write_config,
 )
-from vqbench.training.module import TokenizerModule
 from vqbench.training.performance import set_tf32, trains_on_cuda
 from vqbench.training.progress import StepProgressBar
 
 log = logging.getLogger("vqbench")
 
-#: Config nodes an evaluation may take from the command line; everything else comes from the checkpoint.
-EVAL_OVERRIDABLE = ("data", "metrics", "trainer", "seed")
-#: Nodes that define the trained network: overriding them at evaluation time cannot match the weights.
-EVAL_FROZEN = ("model", "quantizer", "codebook", "data.pixel_mean", "data.pixel_std")
-#: The trainer.* keys an evaluation (``trainer.test``) uses. The others (max_steps, val_check_interval, ...) only
-#: shape a training: overriding them at evaluation time is refused instead of silently ignored.
-EVAL_TRAINER_KEYS = (
-    "accelerator",
-    "devices",
-    "num_nodes",
-    "strategy",
-    "precision",
-    "deterministic",
-    "benchmark",
-    "enable_progress_bar",
-    "enable_model_summary",
-)
-#: Command-line keys that say how to run the evaluation, not what to evaluate.
-EVAL_RUN_KEYS = ("eval", "ckpt", "hydra")
 #: Keys a resumed training may change: how long and where it runs, what it measures, where the data lives. Any other
 #: difference from the checkpoint's config (model, quantizer, codebook, loss, optimizer, seed, the data's
 #: preprocessing) would silently continue another experiment, so it is refused.
@@ -112,6 +101,7 @@ RESUME_MAY_CHANGE = (
     "data.cache",
     "data.cache_dir",
     "data.eval_batch_size",
+    TRUSTED_KEY,
 )
 #: Exit status of a user error (bad config value, data, checkpoint, output folder), and of any other failure.
 USER_ERROR_STATUS, FAILURE_STATUS = 2, 1
@@ -325,7 +315,8 @@ def _resume_from(cfg: DictConfig, out: Path) -> str | None:
     a checkpoint of another unfinished run in the output folder is never written over."""
     own = out / "checkpoints" / "last.ckpt"
     if cfg.ckpt is not None:
-        payload = load_checkpoint(str(cfg.ckpt), purpose="resume training from")
+        payload = load_checkpoint(str(cfg.ckpt), "resume training from", trusted_prefixes(cfg))
+        check_resumable_format(payload, str(cfg.ckpt))
         _check_resumable(payload, cfg, str(cfg.ckpt))
         if own.is_file() and own.resolve() != Path(cfg.ckpt).resolve():
             raise OutputError(
@@ -341,7 +332,8 @@ def _resume_from(cfg: DictConfig, out: Path) -> str | None:
             "output folder (hydra.run.dir=...)"
         )
     try:
-        payload = load_checkpoint(str(own), purpose="resume the interrupted job from")
+        payload = load_checkpoint(str(own), "resume the interrupted job from", trusted_prefixes(cfg))
+        check_resumable_format(payload, str(own))
     except CheckpointError as error:
         raise CheckpointError(f"{error}. Delete {own} to run this job from the start") from None
     if payload.get("vqbench_overrides") != _task_overrides():
@@ -357,6 +349,7 @@ def _resume_from(cfg: DictConfig, out: Path) -> str | None:
 def train(cfg: DictConfig, progress: Progress | None = None) -> dict[str, float]:
     progress = progress or Progress()
     check_config(cfg)
+    check_targets(OmegaConf.to_container(cfg, resolve=False), trusted_prefixes(cfg))  # docs/checkpoints.md
     reconcile_codebook_size(cfg, _task_overrides())
     out = _output_dir()
     finished = _finished_results(cfg, out)
@@ -422,7 +415,7 @@ def train(cfg: DictConfig, progress: Progress | None = None) -> dict[str, float]
     stage = "val"
     if cfg.get("evaluate_after_training", False):
         # Through the file just written, exactly as `+eval=true ckpt=...` would (weights or their EMA, eval module)
-        payload = load_checkpoint(str(checkpoint))
+        payload = load_checkpoint(str(checkpoint), trusted_modules=trusted_prefixes(cfg))
         meter = CostMeter(trainer.strategy.root_device).start()
         test_metrics, protocol, unavailable = evaluate_checkpoint(cfg, payload, str(checkpoint), out)
         cost["test"] = meter.finish(int(protocol["images"]))
@@ -498,108 +491,6 @@ def _print_unavailable(unavailable: dict[str, str]) -> None:
         print(f"{name}: not computed. {reason}")
 
 
-def load_checkpoint(path: str | None, purpose: str = "evaluate") -> dict:
-    """Reads a vqbench checkpoint with ``weights_only=True``: tensors and plain data only, no code runs."""
-    if path is None:
-        raise CheckpointError("+eval=true needs a checkpoint: add ckpt=path/to/last.ckpt")
-    file = Path(path)
-    if not file.is_file():
-        raise CheckpointError(
-            f"ckpt={path} does not exist or is not a file; give the path of a checkpoints/last.ckpt written by "
-            f"`python run.py` to {purpose}"
-        )
-    try:
-        payload = torch.load(file, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        skip = ("Please file an issue", "Check the documentation")
-        detail = next((line for line in lines[1:] if not line.startswith(skip)), lines[0] if lines else "")
-        if "GLOBAL" in detail:  # the pickle names a function or class to call: code, which weights_only refuses
-            raise CheckpointError(
-                f"ckpt={path} is not a tensors-only checkpoint ({detail}); vqbench never runs code from a checkpoint. "
-                f"Give a checkpoints/last.ckpt written by `python run.py` to {purpose}"
-            ) from None
-        raise CheckpointError(
-            f"ckpt={path} cannot be read as a checkpoint ({detail}); it is truncated or not a checkpoint. Give a "
-            f"complete checkpoints/last.ckpt written by `python run.py` to {purpose}"
-        ) from None
-    except Exception as error:  # torch raises KeyError, EOFError, RuntimeError, ... for truncated or foreign files
-        detail = str(error).split(". ")[0] or "the file ends early"
-        raise CheckpointError(
-            f"ckpt={path} cannot be read as a checkpoint ({type(error).__name__}: {detail}); it is truncated or not a "
-            f"checkpoint. Give a complete checkpoints/last.ckpt written by `python run.py` to {purpose}"
-        ) from None
-    if not isinstance(payload, dict) or "state_dict" not in payload or not payload.get("vqbench_config"):
-        raise CheckpointError(
-            f"ckpt={path} is not a vqbench checkpoint (no state_dict or embedded config); give a "
-            f"checkpoints/last.ckpt written by `python run.py` to {purpose}"
-        )
-    return payload
-
-
-def load_tokenizer_weights(module: TokenizerModule, payload: dict, ckpt: str, use_ema: bool) -> None:
-    """Loads the tokenizer's weights (or their EMA, ``metrics.use_ema=true``) from a checkpoint's state dict."""
-    prefix = "ema.module." if use_ema else "tokenizer."
-    weights = {k[len(prefix) :]: v for k, v in payload["state_dict"].items() if k.startswith(prefix)}
-    if use_ema and not weights:
-        raise CheckpointError(
-            f"ckpt={ckpt} holds no weight EMA; it was trained without ema_decay. Evaluate without metrics.use_ema=true"
-        )
-    try:
-        module.tokenizer.load_state_dict(weights)
-    except RuntimeError as error:
-        raise CheckpointError(f"ckpt={ckpt} does not match the model in its own config: {error}") from None
-
-
-def _touches(override: str, node: str) -> bool:
-    key = override.lstrip("+~").split("=", 1)[0]
-    return key == node or key.startswith(node + ".")
-
-
-def _check_evaluation_override(override: str) -> None:
-    """Refuses a command-line override that evaluation could not honour, naming what it accepts instead."""
-    key = override.lstrip("+~").split("=", 1)[0]
-    for node in EVAL_FROZEN:
-        if _touches(override, node):
-            raise ConfigError(f"'{override}': the {node} is fixed by the checkpoint; evaluate without overriding it")
-    if _touches(override, "trainer") and key != "trainer" and key.split(".", 1)[1] not in EVAL_TRAINER_KEYS:
-        raise ConfigError(
-            f"'{override}' does not apply to evaluation; of trainer.*, evaluation takes "
-            + ", ".join(f"trainer.{k}" for k in EVAL_TRAINER_KEYS)
-        )
-    allowed = EVAL_OVERRIDABLE + EVAL_RUN_KEYS
-    if not any(key == node or key.startswith((node + ".", node + "/")) for node in allowed):
-        raise ConfigError(
-            f"'{override}' does not apply to evaluation, which takes data.*, metrics.*, trainer.* and seed "
-            "overrides (training settings come from the checkpoint)"
-        )
-
-
-def evaluation_config(trained: DictConfig, cfg: DictConfig, overrides: list[str]) -> DictConfig:
-    """The checkpoint's config with the command line's changes to the nodes in EVAL_OVERRIDABLE.
-
-    A group choice (``data=celeba``) replaces the whole node with the command line's; a key (``data.root=PATH``)
-    changes only that key of the trained node, so evaluating on another copy of the training data keeps its
-    preprocessing.
-    """
-    merged = trained.copy()
-    for override in overrides:
-        _check_evaluation_override(override)
-    for node in EVAL_OVERRIDABLE:
-        keys = [o.lstrip("+~").split("=", 1)[0] for o in overrides if _touches(o, node)]
-        if node in keys:
-            merged[node] = cfg[node]
-        for key in keys:
-            if key != node and not key.startswith(("hydra.", "eval")):
-                OmegaConf.update(merged, key, OmegaConf.select(cfg, key), force_add=True)
-    for key in ("pixel_mean", "pixel_std"):  # the network's pixel space, also when data=... replaced the whole node
-        value = OmegaConf.select(trained, f"data.{key}")
-        if value is not None:
-            merged.data[key] = value
-    merged.ckpt = cfg.ckpt
-    return merged
-
-
 SSIM_PROTOCOLS = {
     "uniform": "per image, 7x7 uniform window, K1 0.01, K2 0.03, sample covariance, then the mean "
     "(skimage.metrics.structural_similarity defaults)",
@@ -623,8 +514,7 @@ def evaluate_checkpoint(
     """The evaluation protocol (docs/protocol.md) on the test split: the metrics, the protocol that produced them,
     and the metrics that could not be computed (missing pretrained weights) with the reason."""
     set_tf32(False)  # the protocol's numbers come from IEEE fp32, also right after a TF32 training in this process
-    module = build_training_module(eval_cfg, for_training=False)
-    load_tokenizer_weights(module, payload, ckpt, use_ema=bool(eval_cfg.metrics.get("use_ema", False)))
+    module = evaluation_module(eval_cfg, payload, ckpt, use_ema=bool(eval_cfg.metrics.get("use_ema", False)))
     datamodule = build_datamodule(eval_cfg)
     size_splits = effective_size_splits(eval_cfg)
     datamodule.check(tuple(dict.fromkeys(["test", *size_splits])))
@@ -722,11 +612,12 @@ def _rfid_record(metric, writer: bool) -> dict | None:
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
-    payload = load_checkpoint(cfg.ckpt)
+    payload = load_checkpoint(cfg.ckpt, trusted_modules=trusted_prefixes(cfg))
     trained = OmegaConf.create(payload["vqbench_config"])
     overrides = _task_overrides()
     eval_cfg = evaluation_config(trained, cfg, overrides)
     check_config(eval_cfg)
+    check_targets(OmegaConf.to_container(eval_cfg, resolve=False), trusted_prefixes(cfg))
     reconcile_codebook_size(eval_cfg)  # checkpoints written before the levels defined codebook.size
     out = _output_dir()
     finished = _finished_results(cfg, out)

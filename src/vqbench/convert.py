@@ -40,6 +40,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import Tensor
 
+from vqbench.checkpoint import CHECKPOINT_FORMAT
 from vqbench.errors import CheckpointError, VqbenchError
 
 FORMATS = ("taming", "llamagen")
@@ -322,6 +323,7 @@ def convert(fmt: str, source: Path, weights: str = "auto") -> dict:
     return {
         "state_dict": {f"tokenizer.{target}": state[key].float().contiguous() for target, key in renamed.items()},
         "vqbench_config": OmegaConf.to_yaml(config, resolve=False),
+        "vqbench_format": CHECKPOINT_FORMAT,
         "global_step": None,
         "converted_from": {"format": fmt, "file": str(source.resolve()), "bytes": source.stat().st_size},
     }

@@ -95,7 +95,7 @@ def export_tokenizer(ckpt: str, out: Path, use_ema: bool = False) -> dict:
 
     import vqbench
     from vqbench.api import tokenizer_from_checkpoint
-    from vqbench.cli import load_checkpoint
+    from vqbench.checkpoint import load_checkpoint
 
     _check_output(out)
     payload = load_checkpoint(ckpt, purpose="export")
@@ -145,13 +145,15 @@ def _model_card(record: dict) -> str:
     )
 
 
-def load_export(folder: str | Path, device="cpu"):
-    """The ``ImageTokenizer`` of an export folder (``vqbench.load_tokenizer(DIR)`` calls this)."""
+def load_export(folder: str | Path, device="cpu", trusted_modules=()):
+    """The ``ImageTokenizer`` of an export folder (``vqbench.load_tokenizer(DIR)`` calls this). Its config is data,
+    checked like a checkpoint's (``vqbench.checkpoint.check_stored_config``) before anything is built."""
     from omegaconf import OmegaConf
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     from vqbench.api import tokenizer_from_checkpoint
+    from vqbench.checkpoint import check_stored_config
 
     folder = Path(folder)
     if not is_export(folder) or not (folder / WEIGHTS_FILE).is_file():
@@ -160,6 +162,7 @@ def load_export(folder: str | Path, device="cpu"):
             "write one with python -m vqbench.export ckpt=... out=DIR"
         )
     record = json.loads((folder / CONFIG_FILE).read_text())
+    check_stored_config(record.get("config"), str(folder), trusted_modules)
     try:
         weights = load_file(folder / WEIGHTS_FILE)
     except (SafetensorError, OSError) as error:

@@ -2,7 +2,7 @@
 
     python -m vqbench.tokenize ckpt=PATH out=DIR [split=train] [data=NAME] [data.root=PATH] [data.KEY=VALUE ...]
                                [flip=false] [batch_size=64] [device=cpu|cuda|cuda:N] [use_ema=false]
-                               [chunk=1024] [shards=1 shard=0]
+                               [chunk=1024] [shards=1 shard=0] [trusted_modules=[PREFIX,...]]
 
 Every image goes through the evaluation preprocessing of the checkpoint's data config (the centre crop and resize
 of ``+eval=true``, also for the train split, whose random training crops would make the export irreproducible);
@@ -41,7 +41,19 @@ USAGE = (
     "usage: python -m vqbench.tokenize ckpt=PATH out=DIR [split=train] [data=NAME] [data.KEY=VALUE ...] "
     "[flip=false] [batch_size=64] [device=...] [use_ema=false] [chunk=1024] [shards=1 shard=0]"
 )
-OPTIONS = {"ckpt", "out", "split", "flip", "batch_size", "device", "use_ema", "chunk", "shards", "shard"}
+OPTIONS = {
+    "ckpt",
+    "out",
+    "split",
+    "flip",
+    "batch_size",
+    "device",
+    "use_ema",
+    "chunk",
+    "shards",
+    "shard",
+    "trusted_modules",
+}
 #: The metadata that must agree for a rerun to continue an export rather than mix two exports in one array.
 INVARIANTS = ("checkpoint", "use_ema", "split", "images", "copies", "token_shape", "dtype", "chunk", "data")
 
@@ -86,6 +98,8 @@ def parse_arguments(argv: list[str]) -> tuple[dict, list[str]]:
         "shards": _positive("shards", options.get("shards", str(world))),
         "shard": int(options.get("shard", os.environ.get("RANK", "0"))),
         "device": options.get("device") or _default_device(),
+        # [a,b] or a,b: module prefixes of your own classes the checkpoint may build (docs/checkpoints.md)
+        "trusted_modules": [m.strip() for m in options.get("trusted_modules", "").strip("[]").split(",") if m.strip()],
     }
     if parsed["split"] not in ("train", "val", "test"):
         raise VqbenchError(f"split={parsed['split']}: expected train, val or test")
@@ -141,15 +155,18 @@ class Export:
     def __init__(self, args: dict, data_overrides: list[str]):
         from vqbench.api import tokenizer_from_checkpoint
         from vqbench.build import build_datamodule
-        from vqbench.cli import evaluation_config, load_checkpoint
+        from vqbench.checkpoint import check_targets, evaluation_config, load_checkpoint
         from vqbench.compose import compose_config
         from vqbench.data.evaluation_transform import evaluation_transform
         from vqbench.data.files import ImageFiles
 
         self.args = args
-        payload = load_checkpoint(args["ckpt"])
+        payload = load_checkpoint(args["ckpt"], trusted_modules=args["trusted_modules"])
         trained = OmegaConf.create(payload["vqbench_config"])
-        self.config = evaluation_config(trained, compose_config(data_overrides), data_overrides)
+        live = compose_config(data_overrides)
+        live.trusted_modules = args["trusted_modules"]
+        self.config = evaluation_config(trained, live, data_overrides)
+        check_targets(OmegaConf.to_container(self.config, resolve=False), args["trusted_modules"])
         self.tokenizer = tokenizer_from_checkpoint(payload, args["ckpt"], args["use_ema"], args["device"], self.config)
         if self.tokenizer.codebook_size is None:
             raise VqbenchError(

@@ -35,6 +35,7 @@ from lightning.pytorch.strategies import DDPStrategy
 from torch import Tensor, nn
 from torchmetrics import Metric
 
+from vqbench.checkpoint import CHECKPOINT_FORMAT
 from vqbench.errors import ConfigError
 from vqbench.losses import adaptive_weight, discriminator_loss, generator_loss, last_layer_weight, lecam_regularizer
 from vqbench.metrics import CodebookUsage, DistinctTokens, MeanPerImage, l1, psnr, ssim
@@ -420,6 +421,7 @@ class TokenizerModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # The resolved config travels as YAML text (plain data), so ``torch.load(weights_only=True)`` can read it.
         checkpoint["vqbench_config"] = self.config_yaml
+        checkpoint["vqbench_format"] = CHECKPOINT_FORMAT  # vqbench.checkpoint reads and upgrades every format
         # The frozen LPIPS network is pretrained data, not training state: 58 MB less per checkpoint.
         for key in [k for k in checkpoint["state_dict"] if k.startswith("perceptual.")]:
             del checkpoint["state_dict"][key]
