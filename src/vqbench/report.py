@@ -193,7 +193,7 @@ def published_table(rows: list[dict], table: PublishedTable) -> str:
         if i not in used:  # measured, but the published table has no such row
             key_cells = [_label(c, key_value(row, c.key) if c.key else None) for c in table.keys]
             lines.append(line(key_cells, row, [None] * len(table.metrics)))
-    lines += ["", f"Source: {table.source}."]
+    lines += ["", f"Source: {table.source}.", f"Numbers from: {'; '.join(table.document_citations())}."]
     if table.note:
         lines.append(f"Note: {table.note}")
     if any(MISSING in cell_line for cell_line in lines if cell_line.startswith("| ")):

@@ -1,7 +1,8 @@
 """The published numbers vqbench is compared with: one YAML file per published table, each citing its source.
 
 A file gives the table's ``title``, its ``source`` (repository + file + commit and the table's name, or paper +
-arXiv id + table), its identifying columns (``keys``: a label and where the value is found in a job's metrics.json: a
+arXiv id + table), its ``documents``: each ``{repository, commit, path}`` whose file at that commit holds the numbers
+(``git log -S NUMBER`` in the repository finds the commit), or ``{paper, table}`` for numbers quoted from a paper, its identifying columns (``keys``: a label and where the value is found in a job's metrics.json: a
 dotted config key such as ``codebook.dim``, ``choice:GROUP`` for the config group option the job composed, or null
 for a column shown only from the source), its metric columns (label, our metric key, ``scale`` to bring our value to
 the source's unit, ``unit``, ``decimals`` as printed in the source, default 4), and the rows as
@@ -37,6 +38,17 @@ class PublishedTable:
     metrics: list[Column]
     rows: list[tuple[list[Any], list[float | None]]]
     note: str = ""
+    documents: list[dict[str, str]] = field(default_factory=list)
+
+    def document_citations(self) -> list[str]:
+        """Each document as one phrase: ``owner/name@commit:path`` or ``arXiv ID, Table N``."""
+        return [
+            f"{d['repository']}@{d['commit']}:{d['path']}" if "repository" in d else f"{d['paper']}, {d['table']}"
+            for d in self.documents
+        ]
+
+
+DOCUMENT_FIELDS = ({"repository", "commit", "path"}, {"paper", "table"})
 
 
 def table_names() -> list[str]:
@@ -57,4 +69,9 @@ def load_table(name: str) -> PublishedTable:
         if len(key_values) != len(keys) or len(values) != len(metrics):
             raise ValueError(f"{name}.yaml: row {key_values} does not have {len(keys)} keys and {len(metrics)} values")
         rows.append((key_values, values))
-    return PublishedTable(name, data["title"], data["source"], keys, metrics, rows, data.get("note", ""))
+    documents = data.get("documents") or []
+    if not documents or any(set(d) not in DOCUMENT_FIELDS for d in documents):
+        raise ValueError(f"{name}.yaml: documents must list {{repository, commit, path}} or {{paper, table}} entries")
+    return PublishedTable(
+        name, data["title"], data["source"], keys, metrics, rows, data.get("note", ""), [dict(d) for d in documents]
+    )
