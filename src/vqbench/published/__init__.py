@@ -2,7 +2,8 @@
 
 A file gives the table's ``title``, its ``source`` (repository + file + commit and the table's name, or paper +
 arXiv id + table), its ``documents``: each ``{repository, commit, path}`` whose file at that commit holds the numbers
-(``git log -S NUMBER`` in the repository finds the commit), or ``{paper, table}`` for numbers quoted from a paper, its identifying columns (``keys``: a label and where the value is found in a job's metrics.json: a
+(``git log -S NUMBER`` in the repository finds the commit), or ``{paper, table}`` for numbers quoted from a paper,
+its identifying columns (``keys``: a label and where the value is found in a job's metrics.json: a
 dotted config key such as ``codebook.dim``, ``choice:GROUP`` for the config group option the job composed, or null
 for a column shown only from the source), its metric columns (label, our metric key, ``scale`` to bring our value to
 the source's unit, ``unit``, ``decimals`` as printed in the source, default 4), and the rows as
