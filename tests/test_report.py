@@ -157,6 +157,11 @@ def test_published_table_every_cell(name, tmp_path, capsys):
     assert rows[0] == [c.label for c in table.keys] + [c.label for c in table.metrics]
     assert rows[2:] == expected_rows
     assert f"Source: {table.source}." in lines
+    documents = [
+        f"{d['repository']}@{d['commit']}:{d['path']}" if "repository" in d else f"{d['paper']}, {d['table']}"
+        for d in table.documents
+    ]
+    assert documents and f"Numbers from: {'; '.join(documents)}." in lines  # each table beside its own document
     assert (f"Note: {table.note}" in lines) == bool(table.note)
     assert any(line.startswith(f"{MISSING}: not measured yet") for line in lines)  # the last row is unfinished
 

@@ -20,6 +20,7 @@ TABLES = [
     "celeba64_fsq",
     "celeba64_lfq",
     "imagenet256_vqgan",
+    "imagenet256_vqgan_351d29d",
     "llvq",
     "imagenet128_fsq",
 ]
@@ -144,10 +145,12 @@ def test_sweep_evaluates_reports_and_resumes_after_an_interruption(tmp_path, cap
 
 
 @pytest.mark.sweeps
-def test_every_sweep_runs_at_tiny_scale(tmp_path):
+@pytest.mark.parametrize("name", TABLES)
+def test_every_sweep_runs_at_tiny_scale(name, tmp_path):
     small_gan = ["data.resolution=32", "loss.perceptual.pretrained=false", "loss.adversarial.start_step=1"]
     extra = {
         "imagenet256_vqgan": small_gan,
+        "imagenet256_vqgan_351d29d": small_gan,
         "imagenet128_fsq": [
             "data.resolution=32",
             "loss.perceptual.pretrained=false",
@@ -157,16 +160,16 @@ def test_every_sweep_runs_at_tiny_scale(tmp_path):
     }
     expected_jobs = {"celeba64_vq_dim": 5, "celeba64_vq_size": 3, "celeba64_vq_l2": 4, "celeba64_vq_ema": 4}
     expected_jobs |= {"celeba64_vq_entropy": 2, "celeba64_fsq": 2, "celeba64_lfq": 1, "imagenet256_vqgan": 2}
+    expected_jobs |= {"imagenet256_vqgan_351d29d": 2}
     expected_jobs |= {"llvq": 12, "imagenet128_fsq": 2}
-    for name in TABLES:
-        sweep = tmp_path / name
-        run_cli("-m", f"+sweep={name}", *TINY_SWEEP, *extra.get(name, []), f"hydra.sweep.dir={sweep}", cwd=tmp_path)
-        jobs = list(sweep.glob("*/metrics.json"))
-        assert len(jobs) == expected_jobs[name], name
-        assert report_main([str(sweep), "--table", name, "--out", str(tmp_path / f"{name}.md")]) == 0
-        # every job is one row of the table (its published row, or appended), with its measured values
-        table = load_table(name)
-        lines = [line for line in (tmp_path / f"{name}.md").read_text().splitlines() if line.startswith("|")][2:]
-        metric_cells = [[c.strip() for c in line.strip("|").split("|")][len(table.keys) :] for line in lines]
-        measured = [cells for cells in metric_cells if any(not c.startswith("—") for c in cells)]
-        assert len(measured) == len(jobs), name
+    sweep = tmp_path / name
+    run_cli("-m", f"+sweep={name}", *TINY_SWEEP, *extra.get(name, []), f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    jobs = list(sweep.glob("*/metrics.json"))
+    assert len(jobs) == expected_jobs[name], name
+    assert report_main([str(sweep), "--table", name, "--out", str(tmp_path / f"{name}.md")]) == 0
+    # every job is one row of the table (its published row, or appended), with its measured values
+    table = load_table(name)
+    lines = [line for line in (tmp_path / f"{name}.md").read_text().splitlines() if line.startswith("|")][2:]
+    metric_cells = [[c.strip() for c in line.strip("|").split("|")][len(table.keys) :] for line in lines]
+    measured = [cells for cells in metric_cells if any(not c.startswith("—") for c in cells)]
+    assert len(measured) == len(jobs), name

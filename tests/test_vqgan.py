@@ -256,8 +256,9 @@ def test_weight_ema_update_formula():
 
 def _gan_module(start_step: int = 0, discriminator_start_step: int | None = None, **settings) -> TokenizerModule:
     """A tiny SimpleCNN + VQ tokenizer with a 2-layer PatchGAN. ``discriminator_start_step`` None: the same as
-    ``start_step`` (taming's schedule). ``settings``: loss, lecam_weight (AdversarialSettings), grad_clip, schedule,
-    warmup_fraction (OptimizerSettings), ema_decay."""
+    ``start_step`` (taming's schedule). ``settings``: loss, lecam_weight, recompute_reconstruction
+    (AdversarialSettings), optimizer (its name), weight_decay, grad_clip, schedule, warmup_fraction
+    (OptimizerSettings), ema_decay."""
     torch.manual_seed(0)
     tokenizer = Tokenizer(SimpleCNNEncoder(3, 8, 16), VectorQuantizer(32, 8), SimpleCNNDecoder(3, 8, 16))
     if discriminator_start_step is None:
@@ -275,8 +276,11 @@ def _gan_module(start_step: int = 0, discriminator_start_step: int | None = None
             adaptive=True,
             lecam_weight=settings.get("lecam_weight", 0.1),
             lecam_decay=0.9,
+            recompute_reconstruction=settings.get("recompute_reconstruction", False),
         ),
         optimizer=OptimizerSettings(
+            name=settings.get("optimizer", "adam"),
+            weight_decay=settings.get("weight_decay", 0.0),
             lr=1e-3,
             betas=(0.5, 0.9),
             grad_clip=settings.get("grad_clip"),
@@ -367,6 +371,63 @@ def test_discriminator_trains_from_its_own_start_step(tmp_path):
     images = torch.rand(2, 3, 16, 16) * 2 - 1
     assert "generator_adversarial" not in module.generator_loss(images, step=2)[2]
     assert module.discriminator_active(0) and not module.adversarial_active(2) and module.adversarial_active(3)
+
+
+@pytest.mark.parametrize("recompute", [False, True])
+def test_the_discriminator_scores_the_reconstruction_before_or_after_the_generator_update(tmp_path, recompute):
+    """recompute_reconstruction=false: the D step's fake batch is the generator step's reconstruction (before the
+    generator's update; visual-tokenizer-pytorch 351d29d). true: the tokenizer is run again after its update
+    (07352b4 train_vqgan.py run_step_d), so the fake batch is what the updated tokenizer reconstructs."""
+    module = _gan_module(start_step=0, recompute_reconstruction=recompute, lecam_weight=0.0)
+    inputs = []
+    module.discriminator.register_forward_hook(lambda m, args, out: inputs.append(args[0].detach().clone()))
+    images = torch.rand(4, 3, 16, 16) * 2 - 1
+    _fit(module, 1, tmp_path, images=images)
+    generator_call, fake, real = inputs  # the generator's adversarial term, then D on fake, then real
+    assert torch.equal(real, images)
+    with torch.no_grad():
+        updated = module.tokenizer(images)[0]  # train mode, as during the step
+    # the same operations on the same weights and batch: equal up to the kernels' run-to-run order (float32 eps x
+    # the reconstruction's magnitude <= 1, x 16 for the few reductions of a tiny network)
+    bound = 16 * torch.finfo(torch.float32).eps
+    if recompute:
+        torch.testing.assert_close(fake, updated, rtol=0, atol=bound)
+        assert (fake - generator_call).abs().max() > 1e3 * bound  # the update moved it
+    else:
+        assert torch.equal(fake, generator_call)
+        assert (fake - updated).abs().max() > 1e3 * bound
+
+
+def test_adamw_decays_every_parameter_of_both_networks_but_only_those_it_updates(tmp_path):
+    """optimizer.name=adamw: torch.optim.AdamW with the weight decay on every parameter of the tokenizer and the
+    discriminator (visual-tokenizer-pytorch 07352b4 configs/vqgan-imagenet-llamagen.yaml: AdamW over
+    model.parameters() and disc.parameters(), weight decay 0.05). A discriminator gated off receives no gradient, so
+    AdamW does not decay it either (torch skips parameters without a gradient), as in the original."""
+    module = _gan_module(start_step=3, optimizer="adamw", weight_decay=0.05)
+    disc_before = {k: v.clone() for k, v in module.discriminator.state_dict().items()}
+    trainer = _fit(module, 2, tmp_path)
+    g_opt, d_opt = (o.optimizer if hasattr(o, "optimizer") else o for o in trainer.optimizers)
+    for optimizer, network in ((g_opt, module.tokenizer), (d_opt, module.discriminator)):
+        assert type(optimizer) is torch.optim.AdamW
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        assert {id(p) for p in params} == {id(p) for p in network.parameters()}
+        assert all(group["weight_decay"] == 0.05 for group in optimizer.param_groups)
+    assert all(torch.equal(disc_before[k], v) for k, v in module.discriminator.state_dict().items())
+    # one AdamW step is the decoupled decay plus Adam's first step: w1 = w0 (1 - lr wd) - lr sign-ish(g)
+    module = _gan_module(start_step=0, optimizer="adamw", weight_decay=0.05)
+    weight = module.tokenizer.quantizer.codebook
+    before = weight.detach().clone()
+    decay_only = _gan_module(start_step=0, optimizer="adam", weight_decay=0.0)
+    images = torch.rand(4, 3, 16, 16) * 2 - 1
+    _fit(module, 1, tmp_path, images=images)
+    _fit(decay_only, 1, tmp_path, images=images)
+    # (w_adamw - w_adam) = -lr wd w0 exactly in exact arithmetic; float32: a few eps of |w| ~ 1/K
+    torch.testing.assert_close(
+        weight.detach() - decay_only.tokenizer.quantizer.codebook.detach(),
+        -1e-3 * 0.05 * before,
+        rtol=0,
+        atol=8 * torch.finfo(torch.float32).eps,
+    )
 
 
 @pytest.mark.parametrize("loss", ["hinge", "non_saturating"])
@@ -499,6 +560,52 @@ EXPERIMENTS = {
         "loss.reconstruction": "mse",
     },
     "imagenet256_vqgan_taming": {
+        "data.batch_size": 16,
+        "optimizer.name": "adam",
+        "optimizer.lr": 5e-4,
+        "optimizer.betas": [0.5, 0.9],
+        "optimizer.weight_decay": 0.0,
+        "optimizer.grad_clip": None,
+        "trainer.max_steps": 500_000,
+        "codebook.size": 1024,
+        "codebook.dim": 256,
+        "loss.reconstruction": "l1",
+        "loss.perceptual.weight": 1.0,
+        "loss.adversarial.weight": 0.8,
+        "loss.adversarial.adaptive": True,
+        "loss.adversarial.start_step": 250_000,
+        "loss.adversarial.discriminator_start_step": 250_000,
+        "loss.adversarial.recompute_reconstruction": True,
+        "loss.adversarial.loss": "hinge",
+        "loss.discriminator.init": "pytorch",
+        "model.attention_norm_eps": 1e-5,
+        "quantizer.commitment_weight": 0.25,
+        "quantizer.codebook_weight": 1.0,
+        "metrics.ssim_window": "gaussian",
+    },
+    "imagenet256_vqgan_llamagen": {
+        "data.batch_size": 128,
+        "optimizer.name": "adamw",
+        "optimizer.lr": 1e-4,
+        "optimizer.betas": [0.9, 0.95],
+        "optimizer.weight_decay": 0.05,
+        "optimizer.grad_clip": None,
+        "trainer.max_steps": 400_000,
+        "codebook.size": 16384,
+        "codebook.dim": 8,
+        "codebook.l2_norm": True,
+        "loss.reconstruction": "mse",
+        "loss.adversarial.weight": 0.5,
+        "loss.adversarial.adaptive": False,
+        "loss.adversarial.start_step": 20_000,
+        "loss.adversarial.discriminator_start_step": 20_000,
+        "loss.adversarial.recompute_reconstruction": True,
+        "loss.discriminator.init": "pytorch",
+        "model.attention_norm_eps": 1e-5,
+        "quantizer.l2_norm_mode": "seed",
+        "metrics.ssim_window": "gaussian",
+    },
+    "imagenet256_vqgan_taming_351d29d": {
         "data.batch_size": 12,
         "optimizer.lr": 5.4e-5,
         "optimizer.betas": [0.5, 0.9],
@@ -512,15 +619,18 @@ EXPERIMENTS = {
         "loss.adversarial.start_step": 250_000,
         "loss.adversarial.discriminator_start_step": 0,
         "loss.adversarial.loss": "hinge",
+        "loss.adversarial.recompute_reconstruction": False,
         "loss.discriminator.init": "pytorch",
         "model.attention_norm_eps": 1e-5,
         "quantizer.commitment_weight": 0.25,
         "quantizer.codebook_weight": 1.0,
     },
-    "imagenet256_vqgan_llamagen": {
+    "imagenet256_vqgan_llamagen_351d29d": {
         "data.batch_size": 128,
         "optimizer.lr": 1e-4,
+        "optimizer.name": "adam",
         "optimizer.betas": [0.9, 0.95],
+        "optimizer.weight_decay": 0.0,
         "optimizer.grad_clip": 1.0,
         "trainer.max_steps": 400_000,
         "codebook.size": 16384,
@@ -531,6 +641,7 @@ EXPERIMENTS = {
         "loss.adversarial.adaptive": False,
         "loss.adversarial.start_step": 20_000,
         "loss.adversarial.discriminator_start_step": 0,
+        "loss.adversarial.recompute_reconstruction": False,
         "loss.discriminator.init": "pytorch",
         "model.attention_norm_eps": 1e-5,
         "quantizer.l2_norm_mode": "seed",
@@ -614,6 +725,10 @@ def test_gan_config_errors():
         check_config(compose_cfg(["ema_decay=1.5"]))
     with pytest.raises(ConfigError, match="loss.discriminator.init must be one of taming, pytorch; got 'xavier'"):
         check_config(compose_cfg(["loss=vqgan", "loss.discriminator.init=xavier"]))
+    with pytest.raises(ConfigError, match="optimizer.name must be one of adam, adamw"):
+        check_config(compose_cfg(["optimizer.name=sgd"]))
+    with pytest.raises(ConfigError, match="loss.adversarial.recompute_reconstruction must be true or false"):
+        check_config(compose_cfg(["loss=vqgan", "loss.adversarial.recompute_reconstruction=sometimes"]))
     with pytest.raises(ConfigError, match="loss.adversarial.discriminator_start_step must be a step number >= 0"):
         check_config(compose_cfg(["loss=vqgan", "loss.adversarial.discriminator_start_step=-1"]))
 

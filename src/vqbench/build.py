@@ -28,6 +28,7 @@ from vqbench.models.tokenizer import Tokenizer
 from vqbench.quantizers.base import Quantizer
 from vqbench.quantizers.fsq import levels_for_codebook_size
 from vqbench.training.module import (
+    OPTIMIZERS,
     SCHEDULES,
     AdversarialSettings,
     CodebookHealthSettings,
@@ -149,6 +150,9 @@ def _is_positive_int(value: Any) -> bool:
 
 def _check_optimizer(optimizer: DictConfig) -> None:
     """Adam's arguments and the schedule, named here rather than by torch's ValueError in the middle of fit."""
+    name = optimizer.get("name", "adam")
+    if name not in OPTIMIZERS:
+        raise ConfigError(f"optimizer.name must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
     lr = optimizer.lr
     if not (_is_number(lr) and lr > 0):
         raise ConfigError(f"optimizer.lr must be a positive number (e.g. 4e-4), got {lr!r}")
@@ -173,6 +177,9 @@ def _check_adversarial(adversarial: DictConfig) -> None:
         value = adversarial.get(key, 0.0)
         if not (_is_number(value) and value >= 0):
             raise ConfigError(f"loss.adversarial.{key} must be a number >= 0, got {value!r}")
+    recompute = adversarial.get("recompute_reconstruction", False)
+    if not isinstance(recompute, bool):
+        raise ConfigError(f"loss.adversarial.recompute_reconstruction must be true or false, got {recompute!r}")
     decay = adversarial.get("lecam_decay", 0.999)
     if not (_is_number(decay) and 0 <= decay < 1):
         raise ConfigError(f"loss.adversarial.lecam_decay must be in [0, 1) (e.g. 0.999), got {decay!r}")

@@ -326,7 +326,7 @@ def published_table(rows: list[dict], table: PublishedTable) -> str:
     if reasons:
         lines += ["", "Not comparable with the published recipe (its numbers need the full training on its data):"]
         lines += reasons
-    lines += ["", f"Source: {table.source}."]
+    lines += ["", f"Source: {table.source}.", f"Numbers from: {'; '.join(table.document_citations())}."]
     for measured_protocol, published_protocol in sorted(other_protocols):
         lines.append(
             f"[{measured_protocol}]: rFID measured under protocol {measured_protocol}, the published rFID under "

@@ -1,7 +1,9 @@
 """The published numbers vqbench is compared with: one YAML file per published table, each citing its source.
 
 A file gives the table's ``title``, its ``source`` (repository + file + commit and the table's name, or paper +
-arXiv id + table), its identifying columns (``keys``: a label and where the value is found in a job's metrics.json: a
+arXiv id + table), its ``documents``: each ``{repository, commit, path}`` whose file at that commit holds the numbers
+(``git log -S NUMBER`` in the repository finds the commit), or ``{paper, table}`` for numbers quoted from a paper,
+its identifying columns (``keys``: a label and where the value is found in a job's metrics.json: a
 dotted config key such as ``codebook.dim``, ``choice:GROUP`` for the config group option the job composed, or null
 for a column shown only from the source), its metric columns (label, our metric key, ``scale`` to bring our value to
 the source's unit, ``unit``, ``decimals`` as printed in the source, default 4; ``protocol`` for rFID: the rFID
@@ -46,6 +48,17 @@ class PublishedTable:
     #: dataset module, e.g. celeba), ``steps`` (at least this many training steps) or ``epochs`` (trained for this
     #: many epochs, not stopped by trainer.max_steps); each one value or ``{by: KEY, KEY_VALUE: value, ...}``.
     recipe: dict[str, Any] = field(default_factory=dict)
+    documents: list[dict[str, str]] = field(default_factory=list)
+
+    def document_citations(self) -> list[str]:
+        """Each document as one phrase: ``owner/name@commit:path`` or ``arXiv ID, Table N``."""
+        return [
+            f"{d['repository']}@{d['commit']}:{d['path']}" if "repository" in d else f"{d['paper']}, {d['table']}"
+            for d in self.documents
+        ]
+
+
+DOCUMENT_FIELDS = ({"repository", "commit", "path"}, {"paper", "table"})
 
 
 def table_names() -> list[str]:
@@ -66,6 +79,17 @@ def load_table(name: str) -> PublishedTable:
         if len(key_values) != len(keys) or len(values) != len(metrics):
             raise ValueError(f"{name}.yaml: row {key_values} does not have {len(keys)} keys and {len(metrics)} values")
         rows.append((key_values, values))
+    documents = data.get("documents") or []
+    if not documents or any(set(d) not in DOCUMENT_FIELDS for d in documents):
+        raise ValueError(f"{name}.yaml: documents must list {{repository, commit, path}} or {{paper, table}} entries")
     return PublishedTable(
-        name, data["title"], data["source"], keys, metrics, rows, data.get("note", ""), data.get("recipe") or {}
+        name,
+        data["title"],
+        data["source"],
+        keys,
+        metrics,
+        rows,
+        data.get("note", ""),
+        data.get("recipe") or {},
+        [dict(d) for d in documents],
     )

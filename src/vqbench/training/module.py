@@ -7,7 +7,10 @@ Generator objective:
 with λ the adaptive weight (taming) or 1 (LlamaGen). The discriminator minimises the hinge or non-saturating loss
 (+ optional LeCam term) on the reconstruction of the same forward pass. Optimisation is manual (Lightning's
 documented GAN pattern): per batch one generator step and, from ``discriminator_start_step`` on, one discriminator
-step. Only the generator step is counted, so ``global_step`` counts batches and ``trainer.max_steps`` means batches,
+step. By default the discriminator scores the reconstruction of the generator's forward pass (computed before the
+generator's update; visual-tokenizer-pytorch at 351d29d); ``recompute_reconstruction`` makes it score a reconstruction
+recomputed after that update, as the same repository's ``train_vqgan.py`` did at 07352b4 (``run_step_d``). Only the
+generator step is counted, so ``global_step`` counts batches and ``trainer.max_steps`` means batches,
 as in the taming and LlamaGen recipes. The two gates are separate: the generator's adversarial term starts at
 ``start_step``; the discriminator trains from ``discriminator_start_step`` (taming: the same step;
 xyfJASON/visual-tokenizer-pytorch ``train_vqgan.py``: every step from step 0, so that the generator meets a trained
@@ -80,12 +83,22 @@ class AdversarialSettings:
     discriminator_start_step: int = 0  # discriminator updates from this step on
     lecam_weight: float = 0.0
     lecam_decay: float = 0.999
+    # the discriminator step scores a reconstruction recomputed after the generator's update (visual-tokenizer-pytorch
+    # 07352b4 train_vqgan.py run_step_d) instead of the one the generator step made before it
+    recompute_reconstruction: bool = False
 
 
 @dataclass(frozen=True)
 class OptimizerSettings:
-    """Adam for the generator (and the discriminator), gradient clipping, and the learning-rate schedule."""
+    """Adam or AdamW for the generator (and the discriminator), gradient clipping, and the learning-rate schedule.
 
+    ``weight_decay`` is Adam's L2 term added to the gradient with ``name=adam`` (torch.optim.Adam) and the decoupled
+    decay w <- w - lr * wd * w of Loshchilov & Hutter, "Decoupled Weight Decay Regularization", arXiv 1711.05101, with
+    ``name=adamw`` (torch.optim.AdamW); either way it applies to every parameter of both networks (visual-tokenizer-
+    pytorch 07352b4 ``train_vqgan.py`` hands ``model.parameters()`` and ``disc.parameters()`` to AdamW whole).
+    """
+
+    name: str = "adam"  # or adamw
     lr: float = 4e-4
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.0
@@ -99,6 +112,7 @@ class OptimizerSettings:
 
 
 SCHEDULES = ("constant", "linear", "annealing_linear", "exponential")
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 
 
 def lr_factor(step: int, total_steps: int, settings: OptimizerSettings) -> float:
@@ -300,6 +314,9 @@ class TokenizerModule(L.LightningModule):
 
         if self.discriminator_active(step):
             self.toggle_optimizer(d_opt)
+            if self.adversarial.recompute_reconstruction:  # the generator after its update (07352b4 run_step_d)
+                with torch.no_grad():
+                    reconstruction, _ = self.tokenizer(images)
             d_loss, d_terms = self.discriminator_step_loss(images, reconstruction)
             d_opt.zero_grad(set_to_none=True)
             self.manual_backward(d_loss)
@@ -321,10 +338,11 @@ class TokenizerModule(L.LightningModule):
         # fused=False would also switch off PyTorch's default foreach kernels, so "not fused" is passed as None
         fused = True if s.fused else None
         adam = {"lr": s.lr, "betas": tuple(s.betas), "weight_decay": s.weight_decay, "fused": fused}
-        g_opt = torch.optim.Adam(self.tokenizer.parameters(), **adam)
+        optimizer_class = OPTIMIZERS[s.name]
+        g_opt = optimizer_class(self.tokenizer.parameters(), **adam)
         optimizers = [g_opt]
         if self.discriminator is not None:
-            optimizers.append(torch.optim.Adam(self.discriminator.parameters(), **adam))
+            optimizers.append(optimizer_class(self.discriminator.parameters(), **adam))
         if s.schedule == "constant":
             return optimizers
         if s.schedule == "exponential":

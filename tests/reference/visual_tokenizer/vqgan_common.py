@@ -18,12 +18,15 @@ from torch import nn
 
 #: ``git -C /work/.mirror/xyfJASON+visual-tokenizer-pytorch/repo log -1 --format=%H``
 COMMIT = "351d29ddf8f41d8ac41224025023668ed4ad0de0"
+#: the commit of the older ImageNet-256 table (docs/benchmark-imagenet256.md of 6fb0cc9 to 07352b4) and its
+#: train_vqgan.py (``record_vqgan_07352b4.py``)
+COMMIT_07352B4 = "07352b46e9ecbf1efcf43bdf474db5a05630f17c"
 HERE = Path(__file__).resolve().parent
 
 
-def fixture_path(name: str) -> Path:
+def fixture_path(name: str, commit: str = COMMIT) -> Path:
     """``vqgan_<name>_<commit[:7]>.pt`` beside this file: every fixture names the commit it was recorded from."""
-    return HERE / f"vqgan_{name}_{COMMIT[:7]}.pt"
+    return HERE / f"vqgan_{name}_{commit[:7]}.pt"
 
 
 #: (features index, in, out, kernel) of every convolution of torchvision's ``vgg16().features`` and
