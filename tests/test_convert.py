@@ -105,7 +105,7 @@ def test_taming_conversion_computes_what_taming_computes(taming_vqmodel, tmp_pat
     assert list(cfg.model.channel_mult) == [1, 2, 2] and list(cfg.model.attention_levels) == [1]
     assert (cfg.model.channels, cfg.model.num_res_blocks, cfg.model.z_channels) == (32, 2, 16)
     assert (cfg.codebook.size, cfg.codebook.dim, cfg.codebook.l2_norm) == (64, 8, False)
-    assert cfg.optimizer.lr == 5.4e-5 and cfg.loss.adversarial.adaptive  # the taming recipe
+    assert cfg.optimizer.lr == 5e-4 and cfg.loss.adversarial.adaptive  # the taming recipe (07352b4)
 
 
 def _llamagen_checkpoint(path: Path, reference: dict, extra: dict | None = None, drop=()) -> Path:
