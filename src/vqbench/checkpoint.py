@@ -105,6 +105,7 @@ _REFERENCE = re.compile(r"\$\{\.*[A-Za-z_][\w-]*(?:\.[\w-]+|\[\d+\])*\}")
 #: behaviour earlier versions had (no clipping, a constant lr, no weight EMA, the standard EMA codebook rule, the
 #: plain fp32 path) or an evaluation/bookkeeping setting with today's default (conf/config.yaml).
 LEGACY_VALUES: dict[str, Any] = {
+    "optimizer.name": "adam",
     "optimizer.grad_clip": None,
     "optimizer.schedule": "constant",
     "optimizer.warmup_fraction": 0.0,
@@ -386,6 +387,9 @@ def _fill_legacy_values(config: DictConfig) -> DictConfig:
     for key, value in LEGACY_VALUES.items():
         if OmegaConf.select(config, key, default="absent") == "absent":
             OmegaConf.update(config, key, value, force_add=True)
+    adversarial = OmegaConf.select(config, "loss.adversarial")
+    if adversarial is not None and "recompute_reconstruction" not in adversarial:
+        adversarial.recompute_reconstruction = False  # added with the 07352b4 recipes; before, never recomputed
     if "quantizer" in config:
         defaults = _quantizer_file(str(config.quantizer.get("_target_", "")))
         for key in LATER_QUANTIZER_KEYS:
