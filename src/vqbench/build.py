@@ -20,16 +20,19 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
+from vqbench.data.settings import check_data_settings
 from vqbench.errors import ConfigError, DataError
 from vqbench.losses import PerceptualLoss
 from vqbench.metrics import SSIM_WINDOWS
+from vqbench.metrics.settings import check_metrics_settings
 from vqbench.models.discriminator import INITS, PatchDiscriminator
 from vqbench.models.tokenizer import Tokenizer
 from vqbench.quantizers.base import Quantizer
-from vqbench.quantizers.fsq import levels_for_codebook_size
+from vqbench.quantizers.fsq import format_levels, levels_for_codebook_size, levels_problem
 from vqbench.training.module import SCHEDULES, AdversarialSettings, OptimizerSettings, TokenizerModule
 from vqbench.training.performance import LEVER_VALUES, lever_on, speed_up
 from vqbench.training.token_count import TokenCount
+from vqbench.training.trainer_settings import check_trainer_settings
 
 log = logging.getLogger("vqbench")
 
@@ -126,6 +129,9 @@ def check_config(cfg: DictConfig) -> None:
         )
     if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool) or cfg.seed < 0:
         raise ConfigError(f"seed must be a non-negative integer, got {cfg.seed!r}")
+    check_data_settings(cfg.data)
+    check_trainer_settings(cfg.get("trainer") or {})
+    check_metrics_settings(cfg.get("metrics") or {})
 
 
 def _is_positive_int(value: Any) -> bool:
@@ -199,19 +205,25 @@ def reconcile_codebook_size(cfg: DictConfig, overrides: Collection[str] = ()) ->
     if "levels" not in cfg.quantizer:
         return
     levels = cfg.quantizer.levels
+    given = _override_keys(overrides)
     if levels is None:
         try:
             levels = levels_for_codebook_size(cfg.codebook.size)
         except ValueError as error:
             raise ConfigError(str(error)) from None
+    problem = levels_problem(OmegaConf.to_object(levels) if OmegaConf.is_config(levels) else levels)
+    if problem is not None:
+        reason, fixed = problem
+        size = f" codebook.size={math.prod(fixed)}" if "codebook.size" in given else ""
+        raise ConfigError(f"quantizer.levels={levels}: {reason}; e.g. quantizer.levels={format_levels(fixed)}{size}")
     size = math.prod(levels)
     if size == cfg.codebook.size:
         cfg.quantizer.levels = list(levels)
         return
-    if {"codebook.size", "quantizer.levels"} <= _override_keys(overrides):
+    if {"codebook.size", "quantizer.levels"} <= given:
         raise ConfigError(
-            f"quantizer.levels={list(levels)} give {size} codes but codebook.size={cfg.codebook.size}; "
-            f"give one of them (the levels define the codebook), or codebook.size={size}"
+            f"quantizer.levels={format_levels(levels)} give {size} codes but codebook.size={cfg.codebook.size}; "
+            f"set codebook.size={size} (the levels define the codebook), or drop codebook.size={cfg.codebook.size}"
         )
     log.info(
         "quantizer.levels=%s give %d codes: codebook.size=%d (not %d)", list(levels), size, size, cfg.codebook.size
