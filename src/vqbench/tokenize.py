@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 import vqbench
 from vqbench.errors import VqbenchError
-from vqbench.tokens import INDEX_FILE, METADATA_FILE, PROGRESS_DIR, TOKENS_FILE, token_dtype
+from vqbench.tokens import INDEX_FILE, METADATA_FILE, PROGRESS_DIR, TOKENS_FILE, index_lines, token_dtype
 
 USAGE = (
     "usage: python -m vqbench.tokenize ckpt=PATH out=DIR [split=train] [data=NAME] [data.KEY=VALUE ...] "
@@ -206,10 +206,10 @@ class Export:
                 "that one"
             )
         ids = _image_ids(self.dataset, self.args["split"])
-        lines = ["row\timage\tflipped"]
-        for copy in range(len(metadata["copies"])):
-            lines += [f"{copy * len(ids) + i}\t{image}\t{copy}" for i, image in enumerate(ids)]
-        _create_once(out / INDEX_FILE, lambda tmp: tmp.write_text("\n".join(lines) + "\n"))
+        lines = index_lines(ids, self.args["split"], len(metadata["copies"]))
+        _create_once(
+            out / INDEX_FILE, lambda tmp: tmp.write_text("".join(line + "\n" for line in lines), encoding="ascii")
+        )
         shape = (metadata["rows"], *metadata["token_shape"])
         dtype = np.dtype(metadata["dtype"])
         _create_once(out / TOKENS_FILE, lambda tmp: np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape))
