@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 import vqbench
 from vqbench.errors import VqbenchError
+from vqbench.permissions import as_created
 from vqbench.tokens import INDEX_FILE, METADATA_FILE, PROGRESS_DIR, TOKENS_FILE, index_lines, token_dtype
 
 USAGE = (
@@ -104,6 +105,7 @@ def _create_once(path: Path, write) -> None:
     """Creates ``path`` with ``write(temporary path)`` unless it exists. The file appears complete or not at all
     (a hard link of the finished temporary file), and when shards race, one creates it and the others keep it."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    as_created(fd)  # mkstemp's 0o600 would ignore the umask
     os.close(fd)
     try:
         write(Path(tmp))
@@ -116,6 +118,7 @@ def _create_once(path: Path, write) -> None:
 
 def _write_json(path: Path, data: dict) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    as_created(fd)
     with os.fdopen(fd, "w") as f:
         json.dump(data, f, indent=2)
         f.write("\n")
