@@ -554,3 +554,13 @@ def test_fsq_level_errors_suggest_valid_fixes(name):
     for verb, words in suggestions:
         fixed = _applied(overrides, verb, words.split())
         _checked(fixed)  # composes, passes the checks, builds: raises otherwise
+
+
+def test_reconstructions_go_to_metrics_reconstructions_dir(shared, tmp_path):
+    folder = tmp_path / "elsewhere" / "pngs"
+    overrides = ["+eval=true", f"ckpt={shared.ckpt}", "metrics.save_reconstructions=true", "metrics.lpips=false"]
+    status, output = run_in_process(
+        *overrides, "metrics.rfid=false", f"metrics.reconstructions_dir={folder}", out=tmp_path / "eval"
+    )
+    assert status == 0, output
+    assert len(list(folder.glob("*_reconstruction.png"))) == 12 and not (tmp_path / "eval" / "reconstructions").exists()

@@ -161,6 +161,8 @@ def test_an_interrupted_export_resumes_and_a_different_one_is_refused(checkpoint
     assert refused == 2 and "holds another export (it differs in copies" in capsys.readouterr().err
     assert main([f"ckpt={checkpoint}", f"out={out}", "split=test", "bogus=1"]) == 2
     assert "unknown argument 'bogus=1'" in capsys.readouterr().err
+    assert main([f"ckpt={checkpoint}", f"out={tmp_path / 'other'}", "split=test", "data.num_workers=-1"]) == 2
+    assert "error: data.num_workers must be an integer >= 0" in capsys.readouterr().err
 
 
 @pytest.mark.slow

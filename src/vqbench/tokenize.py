@@ -148,11 +148,13 @@ class Export:
         from vqbench.compose import compose_config
         from vqbench.data.evaluation_transform import evaluation_transform
         from vqbench.data.files import ImageFiles
+        from vqbench.data.settings import check_data_settings
 
         self.args = args
         payload = load_checkpoint(args["ckpt"])
         trained = OmegaConf.create(payload["vqbench_config"])
         self.config = evaluation_config(trained, compose_config(data_overrides), data_overrides)
+        check_data_settings(self.config.data)  # data.num_workers=-1 and the like: one line, not a traceback
         self.tokenizer = tokenizer_from_checkpoint(payload, args["ckpt"], args["use_ema"], args["device"], self.config)
         if self.tokenizer.codebook_size is None:
             raise VqbenchError(
