@@ -450,6 +450,34 @@ VALUE_CASES: dict[str, Setup] = {
         [*TINY, f"metrics.inception_weights={t}"],
         "metrics.inception_weights must be the path of the file",
     ),
+    "model width abc": lambda s, t: (
+        [*TINY, "model.hidden_channels=abc"],
+        "model.hidden_channels must be an integer, got 'abc'",
+    ),
+    "model latent channels -3": lambda s, t: (
+        [*TINY, "model.latent_channels=-3"],
+        "model.latent_channels must be a positive integer, got -3",
+    ),
+    "ema dead_code_threshold=abc": lambda s, t: (
+        [*TINY, "quantizer=ema", "quantizer.dead_code_threshold=abc"],
+        "quantizer.dead_code_threshold must be a number, got 'abc'",
+    ),
+    "lfq entropy_temperature=abc": lambda s, t: (
+        [*TINY, "quantizer=lfq", "codebook.size=16", "quantizer.entropy_temperature=abc"],
+        "quantizer.entropy_temperature must be a number, got 'abc'",
+    ),
+    "perceptual weight=abc": lambda s, t: (
+        [*TINY, "loss=perceptual", "loss.perceptual.weight=abc"],
+        "loss.perceptual.weight must be a number, got 'abc'",
+    ),
+    "evaluate_after_training=maybe": lambda s, t: (
+        [*TINY, "evaluate_after_training=maybe"],
+        "evaluate_after_training must be true or false, got 'maybe'",
+    ),
+    "logger save_dir is a file": lambda s, t: (
+        [*TINY, "logger=csv", f"logger.save_dir={_text_file(s, t)}"],
+        f"logger.save_dir={t / 'notes.txt'}: {t / 'notes.txt'} is a file, not a folder",
+    ),
     "fsq level 1": lambda s, t: (
         [*TINY, "quantizer=fsq", "quantizer.levels=[1,5]"],
         "every level must be an integer >= 2; e.g. quantizer.levels=[2,5]",

@@ -20,6 +20,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
+from vqbench.argument_types import check_argument_types
+from vqbench.checks import require_folder
 from vqbench.data.settings import check_data_settings
 from vqbench.errors import ConfigError, DataError
 from vqbench.losses import PerceptualLoss
@@ -44,7 +46,8 @@ def _instantiate(node: Any, what: str, **kwargs) -> Any:
         return instantiate(node, **kwargs)
     except InstantiationException as error:
         cause = error.__cause__
-        if isinstance(cause, (ValueError, TypeError)):
+        # RuntimeError: torch refusing a size (e.g. a negative channel count) while the module is built
+        if isinstance(cause, (ValueError, TypeError, RuntimeError)):
             raise ConfigError(f"{what}: {cause}") from None
         raise
 
@@ -129,9 +132,28 @@ def check_config(cfg: DictConfig) -> None:
         )
     if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool) or cfg.seed < 0:
         raise ConfigError(f"seed must be a non-negative integer, got {cfg.seed!r}")
+    # loss weights are not constructor arguments; FSQ levels are checked, with a valid fix, by reconcile_codebook_size
+    weights = tuple(key for key in cfg.quantizer if key.endswith(WEIGHT_SUFFIX))
+    check_argument_types(cfg.quantizer, "quantizer", skip=(*weights, "levels"))
+    for node in ("encoder", "decoder"):
+        check_argument_types(cfg.model.get(node), f"model.{node}")
+    for key in ("evaluate_after_training", "skip_finished"):
+        if not isinstance(cfg.get(key, False), bool):
+            raise ConfigError(f"{key} must be true or false, got {cfg.get(key)!r}")
+    _check_loss_weights(cfg.loss)
+    require_folder("logger.save_dir", OmegaConf.select(cfg, "logger.save_dir"), "the run directory")
     check_data_settings(cfg.data)
     check_trainer_settings(cfg.get("trainer") or {})
     check_metrics_settings(cfg.get("metrics") or {})
+
+
+def _check_loss_weights(loss: DictConfig, prefix: str = "loss") -> None:
+    """Every ``*weight`` of the loss node is a number (a string fails in float() while the module is built)."""
+    for key, value in loss.items():
+        if isinstance(value, DictConfig):
+            _check_loss_weights(value, f"{prefix}.{key}")
+        elif str(key).endswith("weight") and not _is_number(value):
+            raise ConfigError(f"{prefix}.{key} must be a number, got {value!r}")
 
 
 def _is_positive_int(value: Any) -> bool:

@@ -4,11 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
+from omegaconf.errors import OmegaConfBaseException
+
 from vqbench.checks import is_number, require_bool, require_count, require_folder
 from vqbench.errors import ConfigError
 
 #: data.make_dataset.* keys that count images (conf/data/sample.yaml).
 LENGTH_KEYS = ("train_length", "val_length", "test_length")
+
+
+def _resolved(data: Any, key: str) -> Any:
+    """``data[key]``, or None where it interpolates something only a running job has (the llvq sweep's data.root reads
+    ``hydra:runtime.choices``); that value is checked when the data is opened."""
+    try:
+        return data.get(key)
+    except OmegaConfBaseException:
+        return None
 
 
 def check_data_settings(data: Any) -> None:
@@ -17,10 +28,10 @@ def check_data_settings(data: Any) -> None:
     require_count("data.eval_batch_size", data.get("eval_batch_size"), 1, " (images per evaluation batch)", True)
     for key in ("flip", "cache", "skip_corrupt"):
         require_bool(f"data.{key}", data.get(key, False))
-    root = data.get("root")
+    root = _resolved(data, "root")
     if root is not None and (not isinstance(root, str) or not root):
         raise ConfigError(f"data.root must be a folder path, got {root!r}")
-    require_folder("data.cache_dir", data.get("cache_dir"), "ROOT/.vqbench_cache")
+    require_folder("data.cache_dir", _resolved(data, "cache_dir"), "ROOT/.vqbench_cache")
     make_dataset = data.get("make_dataset") or {}
     for key in LENGTH_KEYS:
         if key in make_dataset:
