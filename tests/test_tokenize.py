@@ -163,6 +163,11 @@ def test_an_interrupted_export_resumes_and_a_different_one_is_refused(checkpoint
     assert "unknown argument 'bogus=1'" in capsys.readouterr().err
     assert main([f"ckpt={checkpoint}", f"out={tmp_path / 'other'}", "split=test", "data.num_workers=-1"]) == 2
     assert "error: data.num_workers must be an integer >= 0" in capsys.readouterr().err
+    (tmp_path / "a_file").write_text("")
+    assert main([f"ckpt={checkpoint}", f"out={tmp_path / 'a_file' / 'tokens'}", "split=test"]) == 2
+    assert f"{tmp_path / 'a_file'} is a file, not a folder" in capsys.readouterr().err
+    assert main([f"ckpt={checkpoint}", f"out={out}", "shards=2", "shard=abc"]) == 2
+    assert "shard=abc: expected an integer >= 0" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -59,6 +59,12 @@ def _positive(key: str, value: str) -> int:
     return int(value)
 
 
+def _index(key: str, value: str) -> int:
+    if not value.isdigit():
+        raise VqbenchError(f"{key}={value}: expected an integer >= 0")
+    return int(value)
+
+
 def parse_arguments(argv: list[str]) -> tuple[dict, list[str]]:
     """(options, data overrides). Every argument is KEY=VALUE; data overrides are those of the data node."""
     options, data_overrides = {}, []
@@ -85,9 +91,13 @@ def parse_arguments(argv: list[str]) -> tuple[dict, list[str]]:
         "batch_size": _positive("batch_size", options.get("batch_size", "64")),
         "chunk": _positive("chunk", options.get("chunk", "1024")),
         "shards": _positive("shards", options.get("shards", str(world))),
-        "shard": int(options.get("shard", os.environ.get("RANK", "0"))),
+        "shard": _index("shard", options.get("shard", os.environ.get("RANK", "0"))),
         "device": options.get("device") or _default_device(),
     }
+    out = parsed["out"]
+    blocker = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise VqbenchError(f"out={out}: {blocker} is a file, not a folder; give the folder to write the export into")
     if parsed["split"] not in ("train", "val", "test"):
         raise VqbenchError(f"split={parsed['split']}: expected train, val or test")
     if not 0 <= parsed["shard"] < parsed["shards"]:
