@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -17,8 +18,16 @@ import torch
 
 from tests.conftest import TINY, TINY_TRAINING, run_in_process
 from tests.test_config import compose_cfg
-from vqbench.build import build_datamodule, build_training_module, check_shapes
+from vqbench.build import (
+    build_datamodule,
+    build_quantizer,
+    build_training_module,
+    check_config,
+    check_shapes,
+    reconcile_codebook_size,
+)
 from vqbench.data.fixtures import write_celeba, write_fashion_mnist, write_imagenet, write_png_folder
+from vqbench.errors import ConfigError
 
 #: TINY's data and steps, for another model.
 TINY_DATA = [o for o in TINY if not o.startswith("model.")]
@@ -293,7 +302,7 @@ CASES: dict[str, Setup] = {
     ),
     "celeba cache folder in a file": lambda s, t: (
         ["data=celeba", f"data.root={s.celeba}", *ON_FIXTURE, "data.cache=true", f"data.cache_dir={s.ckpt}/cache"],
-        "cannot write the preprocessed cache",
+        f"data.cache_dir={s.ckpt}/cache: {s.ckpt} is a file, not a folder",
     ),
     "ffhq too few images": _ffhq(
         lambda root: [p.unlink() for p in sorted(root.rglob("*.png"))[1:]], lambda root: "holds 1 PNG files"
@@ -391,6 +400,110 @@ CASES: dict[str, Setup] = {
     "output folder inside a file": lambda s, t: ([*TINY], "cannot write into the output folder"),
 }
 
+#: Issue 20, item 7: every remaining value gets one clear line (types, negative counts, files where folders are
+#: expected and the reverse, FSQ levels); tests/test_bad_inputs.py::test_fsq_level_errors_suggest_valid_fixes applies
+#: each FSQ suggestion.
+VALUE_CASES: dict[str, Setup] = {
+    "max_steps=abc": lambda s, t: (
+        [*TINY, "trainer.max_steps=abc"],
+        "trainer.max_steps must be a whole number of optimizer steps >= 1 (e.g. 10000), or -1 to stop by "
+        "trainer.max_epochs; got 'abc'",
+    ),
+    "max_steps=2.5": lambda s, t: ([*TINY, "trainer.max_steps=2.5"], "trainer.max_steps must be a whole number"),
+    "max_steps=-5": lambda s, t: ([*TINY, "trainer.max_steps=-5"], "or -1 to stop by trainer.max_epochs; got -5"),
+    "max_epochs=0": lambda s, t: ([*TINY, "trainer.max_epochs=0"], "trainer.max_epochs must be >= 1"),
+    "log_every_n_steps=0": lambda s, t: ([*TINY, "trainer.log_every_n_steps=0"], "trainer.log_every_n_steps must be"),
+    "val_check_interval=abc": lambda s, t: (
+        [*TINY, "trainer.val_check_interval=abc"],
+        "trainer.val_check_interval must be a number of training steps >= 1",
+    ),
+    "val_check_interval=0": lambda s, t: ([*TINY, "trainer.val_check_interval=0"], "got 0"),
+    "limit_val_batches=-1": lambda s, t: ([*TINY, "trainer.limit_val_batches=-1"], "trainer.limit_val_batches must"),
+    "num_workers=-1": lambda s, t: (
+        [*TINY, "data.num_workers=-1"],
+        "data.num_workers must be an integer >= 0 (loader processes; 0: load in the main one), got -1",
+    ),
+    "num_workers=two": lambda s, t: ([*TINY, "data.num_workers=two"], "data.num_workers must be an integer >= 0"),
+    "num_workers=1.5": lambda s, t: ([*TINY, "data.num_workers=1.5"], "got 1.5"),
+    "eval_batch_size=-1": lambda s, t: ([*TINY, "data.eval_batch_size=-1"], "data.eval_batch_size must be an integer"),
+    "flip=maybe": lambda s, t: ([*TINY, "data.flip=maybe"], "data.flip must be true or false, got 'maybe'"),
+    "train_length=-3": lambda s, t: ([*TINY, "data.make_dataset.train_length=-3"], "train_length must be an integer"),
+    "grid_images=-1": lambda s, t: (
+        [*TINY, "metrics.grid_images=-1"],
+        "metrics.grid_images must be an integer >= 0 (images in the reconstruction grid), got -1",
+    ),
+    "grid_images=abc": lambda s, t: ([*TINY, "metrics.grid_images=abc"], "metrics.grid_images must be an integer"),
+    "lpips=maybe": lambda s, t: ([*TINY, "metrics.lpips=maybe"], "metrics.lpips must be true or false"),
+    "reconstructions_dir is a file": lambda s, t: (
+        [*TINY, f"metrics.reconstructions_dir={_text_file(s, t)}"],
+        f"metrics.reconstructions_dir={t / 'notes.txt'}: {t / 'notes.txt'} is a file, not a folder",
+    ),
+    "evaluation reconstructions_dir inside a file": lambda s, t: (
+        [
+            "+eval=true",
+            f"ckpt={s.ckpt}",
+            "metrics.save_reconstructions=true",
+            f"metrics.reconstructions_dir={_text_file(s, t)}/pngs",
+        ],
+        f"{t / 'notes.txt'} is a file, not a folder; give a folder path",
+    ),
+    "cache_dir is a file": lambda s, t: (
+        [*TINY, f"data.cache_dir={_text_file(s, t)}"],
+        f"data.cache_dir={t / 'notes.txt'}: {t / 'notes.txt'} is a file",
+    ),
+    "data.root is a file": lambda s, t: (
+        ["data=folder", f"data.root={_text_file(s, t)}", *ON_FIXTURE],
+        f"data.root={t / 'notes.txt'} is not a directory",
+    ),
+    "inception_weights is a folder": lambda s, t: (
+        [*TINY, f"metrics.inception_weights={t}"],
+        "metrics.inception_weights must be the path of the file",
+    ),
+    "model width abc": lambda s, t: (
+        [*TINY, "model.hidden_channels=abc"],
+        "model.hidden_channels must be an integer, got 'abc'",
+    ),
+    "model latent channels -3": lambda s, t: (
+        [*TINY, "model.latent_channels=-3"],
+        "model.latent_channels must be a positive integer, got -3",
+    ),
+    "ema dead_code_threshold=abc": lambda s, t: (
+        [*TINY, "quantizer=ema", "quantizer.dead_code_threshold=abc"],
+        "quantizer.dead_code_threshold must be a number, got 'abc'",
+    ),
+    "lfq entropy_temperature=abc": lambda s, t: (
+        [*TINY, "quantizer=lfq", "codebook.size=16", "quantizer.entropy_temperature=abc"],
+        "quantizer.entropy_temperature must be a number, got 'abc'",
+    ),
+    "perceptual weight=abc": lambda s, t: (
+        [*TINY, "loss=perceptual", "loss.perceptual.weight=abc"],
+        "loss.perceptual.weight must be a number, got 'abc'",
+    ),
+    "evaluate_after_training=maybe": lambda s, t: (
+        [*TINY, "evaluate_after_training=maybe"],
+        "evaluate_after_training must be true or false, got 'maybe'",
+    ),
+    "logger save_dir is a file": lambda s, t: (
+        [*TINY, "logger=csv", f"logger.save_dir={_text_file(s, t)}"],
+        f"logger.save_dir={t / 'notes.txt'}: {t / 'notes.txt'} is a file, not a folder",
+    ),
+    "fsq level 1": lambda s, t: (
+        [*TINY, "quantizer=fsq", "quantizer.levels=[1,5]"],
+        "every level must be an integer >= 2; e.g. quantizer.levels=[2,5]",
+    ),
+    "fsq levels not a list": lambda s, t: ([*TINY, "quantizer=fsq", "quantizer.levels=abc"], "non-empty list"),
+    "fsq size without table levels": lambda s, t: (
+        [*TINY, "quantizer=fsq", "codebook.size=7"],
+        "set codebook.size=256, or give the levels with their product, e.g. quantizer.levels=[8,5,5,5] "
+        "codebook.size=1000",
+    ),
+    "fsq levels and size disagree": lambda s, t: (
+        [*TINY, "quantizer=fsq", "quantizer.levels=[8,5]", "codebook.size=7"],
+        "set codebook.size=40 (the levels define the codebook), or drop codebook.size=7",
+    ),
+}
+CASES.update(VALUE_CASES)
+
 
 def _flip_byte(path: Path) -> None:
     data = bytearray(path.read_bytes())
@@ -436,3 +549,55 @@ def test_bad_input_is_one_error_line(name, shared, tmp_path):
     for result in ("metrics.json", "checkpoints/last.ckpt"):  # and no training or evaluation result appeared
         assert (out / result).exists() == (result in before.get(out, {}))
     assert not (tmp_path / "PWNED").exists()
+
+
+#: FSQ level errors, each with its overrides: every fix the message suggests must itself be valid.
+FSQ_ERRORS = {
+    "level 1": ["quantizer=fsq", "quantizer.levels=[1,5]"],
+    "level 1 with a size": ["quantizer=fsq", "quantizer.levels=[1,5]", "codebook.size=5"],
+    "fractional level": ["quantizer=fsq", "quantizer.levels=[7.5,5]"],
+    "not a list": ["quantizer=fsq", "quantizer.levels=abc"],
+    "empty": ["quantizer=sfsq", "quantizer.levels=[]", "codebook.size=64"],
+    "size without table levels": ["quantizer=fsq", "codebook.size=7"],
+    "large size without table levels": ["quantizer=sfsq", "codebook.size=100000"],
+    "levels and size disagree": ["quantizer=fsq", "quantizer.levels=[8,5]", "codebook.size=7"],
+}
+#: A suggestion: "e.g." / "set" / "drop", then override words (a list value is one word: [8,5,5,5]).
+OVERRIDE_WORD = r"[\w.]+=(?:\[[\d,]*\]|[^\s,;()\[]+)"
+SUGGESTION = re.compile(rf"\b(e\.g\.|set|drop) ({OVERRIDE_WORD}(?: {OVERRIDE_WORD})*)")
+
+
+def _checked(overrides: list[str]) -> None:
+    """What run.py checks before building anything, then the quantizer itself."""
+    cfg = compose_cfg(overrides)
+    check_config(cfg)
+    reconcile_codebook_size(cfg, overrides)
+    build_quantizer(cfg.quantizer)
+
+
+def _applied(overrides: list[str], verb: str, words: list[str]) -> list[str]:
+    keys = {word.split("=", 1)[0] for word in words}
+    kept = [o for o in overrides if o.split("=", 1)[0] not in keys]
+    return kept if verb == "drop" else kept + words
+
+
+@pytest.mark.parametrize("name", list(FSQ_ERRORS))
+def test_fsq_level_errors_suggest_valid_fixes(name):
+    overrides = FSQ_ERRORS[name]
+    with pytest.raises(ConfigError) as error:
+        _checked(overrides)
+    suggestions = SUGGESTION.findall(str(error.value))
+    assert suggestions, str(error.value)
+    for verb, words in suggestions:
+        fixed = _applied(overrides, verb, words.split())
+        _checked(fixed)  # composes, passes the checks, builds: raises otherwise
+
+
+def test_reconstructions_go_to_metrics_reconstructions_dir(shared, tmp_path):
+    folder = tmp_path / "elsewhere" / "pngs"
+    overrides = ["+eval=true", f"ckpt={shared.ckpt}", "metrics.save_reconstructions=true", "metrics.lpips=false"]
+    status, output = run_in_process(
+        *overrides, "metrics.rfid=false", f"metrics.reconstructions_dir={folder}", out=tmp_path / "eval"
+    )
+    assert status == 0, output
+    assert len(list(folder.glob("*_reconstruction.png"))) == 12 and not (tmp_path / "eval" / "reconstructions").exists()

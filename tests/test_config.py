@@ -133,7 +133,7 @@ def test_fsq_levels_define_the_codebook_size():
 
 def test_fsq_levels_and_codebook_size_that_disagree_are_refused():
     overrides = ["quantizer=fsq", "quantizer.levels=[8,5,5,5]", "codebook.size=1024"]
-    with pytest.raises(ConfigError, match=r"quantizer.levels=\[8, 5, 5, 5\] give 1000 codes but codebook.size=1024"):
+    with pytest.raises(ConfigError, match=r"quantizer.levels=\[8,5,5,5\] give 1000 codes but codebook.size=1024"):
         reconcile_codebook_size(compose_cfg(overrides), overrides)
     with pytest.raises(ConfigError, match="no recommended levels for codebook.size=1000"):
         reconcile_codebook_size(compose_cfg(["quantizer=fsq", "codebook.size=1000"]))

@@ -22,7 +22,7 @@ from vqbench.data import fixtures
 from vqbench.data.module import to_model_range
 from vqbench.errors import VqbenchError
 from vqbench.tokenize import main
-from vqbench.tokens import METADATA_FILE, PROGRESS_DIR, TOKENS_FILE, TokenDataset, token_dtype
+from vqbench.tokens import INDEX_FILE, METADATA_FILE, PROGRESS_DIR, TOKENS_FILE, TokenDataset, token_dtype
 
 #: Narrow SimpleCNN + FSQ [5,5,5] (K = 125) on 16x16 images: 4x4 tokens.
 TINY = [
@@ -81,8 +81,9 @@ def test_export_of_the_sample_test_split_with_flips(checkpoint, tmp_path, capsys
     assert metadata["complete"] and metadata["codebook_size"] == 125 and metadata["token_grid"] == [4, 4]
     assert metadata["copies"] == ["original", "horizontal flip"] and metadata["checkpoint"] == str(checkpoint)
     assert metadata["config"]["quantizer"]["levels"] == [5, 5, 5] and metadata["split"] == "test"
-    index = (out / "index.tsv").read_text().splitlines()
-    assert index[0] == "row\timage\tflipped" and index[1] == "0\ttest/0\t0" and index[12] == "11\ttest/1\t1"
+    index = [json.loads(line) for line in (out / INDEX_FILE).read_text().splitlines()]
+    assert len(index) == 20 and index[0] == {"row": 0, "image": "test/0", "split": "test", "flipped": False}
+    assert index[11] == {"row": 11, "image": "test/1", "split": "test", "flipped": True}
     items = TokenDataset(out)
     assert len(items) == 20 and items.images[11] == "test/1" and items.flipped[11]
     assert items[3].dtype == torch.long and torch.equal(items[3], expected[3])
@@ -99,6 +100,44 @@ def test_files_are_indexed_by_path_and_the_train_split_gets_the_evaluation_crop(
     imagenet = ImageTokenizer(tok.tokenizer, compose_cfg([*TINY, *data]), tok.device)  # the export's data override
     for i in (0, 4):
         assert torch.equal(items[i], imagenet.encode(imagenet.preprocess(Image.open(root / items.images[i])))[0])
+
+
+#: File names that break a tab-separated or line-based index, and one that is not valid UTF-8 (a Linux file name is
+#: bytes; Python gives the undecodable byte as a lone surrogate, os.fsdecode(b"\xff") == "\udcff").
+AWKWARD_NAMES = [
+    "tab\there.png",
+    "new\nline.png",
+    'quote" and, comma.png',
+    "ünïcödé 😀.png",
+    os.fsdecode(b"bytes\xff.png"),
+]
+
+
+def test_the_index_round_trips_any_file_name(checkpoint, tmp_path):
+    root = tmp_path / "photos"
+    root.mkdir()
+    for i, name in enumerate(AWKWARD_NAMES):
+        Image.fromarray(np.full((20, 20, 3), 40 * i, np.uint8)).save(root / name, format="PNG")
+    out = tmp_path / "tokens"
+    data = ["data=folder", f"data.root={root}", "data.resolution=16", "data.num_workers=0"]
+    holdout = "data.make_dataset.holdout_fraction=0.2"
+    assert main([f"ckpt={checkpoint}", f"out={out}", "split=train", "flip=true", *data, holdout]) == 0
+    lines = (out / INDEX_FILE).read_bytes().decode("ascii").splitlines()
+    assert len(lines) == 8  # 4 train images x 2 copies: no name broke a line
+    items = TokenDataset(out)
+    assert len(set(items.images)) == 4 and set(items.images) < set(AWKWARD_NAMES)
+    assert all((root / image).is_file() for image in items.images)  # each name is the file's own
+    assert [json.loads(line)["split"] for line in lines] == ["train"] * 8
+
+
+def test_exports_of_earlier_versions_with_a_tab_separated_index_still_read(checkpoint, tmp_path):
+    out = tmp_path / "tokens"
+    assert main([f"ckpt={checkpoint}", f"out={out}", "split=test", "chunk=4"]) == 0
+    (out / INDEX_FILE).unlink()
+    (out / "index.tsv").write_text("row\timage\tflipped\n" + "".join(f"{i}\ttest/{i}\t0\n" for i in range(10)))
+    items = TokenDataset(out)
+    assert items.images == [f"test/{i}" for i in range(10)] and not any(items.flipped)
+    assert torch.equal(items[3], expected_tokens(checkpoint, "test")[3])
 
 
 def test_an_interrupted_export_resumes_and_a_different_one_is_refused(checkpoint, tmp_path, capsys):
@@ -122,6 +161,13 @@ def test_an_interrupted_export_resumes_and_a_different_one_is_refused(checkpoint
     assert refused == 2 and "holds another export (it differs in copies" in capsys.readouterr().err
     assert main([f"ckpt={checkpoint}", f"out={out}", "split=test", "bogus=1"]) == 2
     assert "unknown argument 'bogus=1'" in capsys.readouterr().err
+    assert main([f"ckpt={checkpoint}", f"out={tmp_path / 'other'}", "split=test", "data.num_workers=-1"]) == 2
+    assert "error: data.num_workers must be an integer >= 0" in capsys.readouterr().err
+    (tmp_path / "a_file").write_text("")
+    assert main([f"ckpt={checkpoint}", f"out={tmp_path / 'a_file' / 'tokens'}", "split=test"]) == 2
+    assert f"{tmp_path / 'a_file'} is a file, not a folder" in capsys.readouterr().err
+    assert main([f"ckpt={checkpoint}", f"out={out}", "shards=2", "shard=abc"]) == 2
+    assert "shard=abc: expected an integer >= 0" in capsys.readouterr().err
 
 
 @pytest.mark.slow

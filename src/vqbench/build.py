@@ -20,13 +20,17 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
+from vqbench.argument_types import check_argument_types
+from vqbench.checks import require_folder
+from vqbench.data.settings import check_data_settings
 from vqbench.errors import ConfigError, DataError
 from vqbench.losses import PerceptualLoss
 from vqbench.metrics import SSIM_WINDOWS
+from vqbench.metrics.settings import check_metrics_settings
 from vqbench.models.discriminator import INITS, PatchDiscriminator
 from vqbench.models.tokenizer import Tokenizer
 from vqbench.quantizers.base import Quantizer
-from vqbench.quantizers.fsq import levels_for_codebook_size
+from vqbench.quantizers.fsq import format_levels, levels_for_codebook_size, levels_problem
 from vqbench.training.module import (
     OPTIMIZERS,
     SCHEDULES,
@@ -37,6 +41,7 @@ from vqbench.training.module import (
 )
 from vqbench.training.performance import SWITCHES, speed_up
 from vqbench.training.token_count import TokenCount
+from vqbench.training.trainer_settings import check_trainer_settings
 
 log = logging.getLogger("vqbench")
 
@@ -48,7 +53,8 @@ def _instantiate(node: Any, what: str, **kwargs) -> Any:
         return instantiate(node, **kwargs)
     except InstantiationException as error:
         cause = error.__cause__
-        if isinstance(cause, (ValueError, TypeError)):
+        # RuntimeError: torch refusing a size (e.g. a negative channel count) while the module is built
+        if isinstance(cause, (ValueError, TypeError, RuntimeError)):
             raise ConfigError(f"{what}: {cause}") from None
         raise
 
@@ -142,6 +148,28 @@ def check_config(cfg: DictConfig) -> None:
         )
     if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool) or cfg.seed < 0:
         raise ConfigError(f"seed must be a non-negative integer, got {cfg.seed!r}")
+    # loss weights are not constructor arguments; FSQ levels are checked, with a valid fix, by reconcile_codebook_size
+    weights = tuple(key for key in cfg.quantizer if key.endswith(WEIGHT_SUFFIX))
+    check_argument_types(cfg.quantizer, "quantizer", skip=(*weights, "levels"))
+    for node in ("encoder", "decoder"):
+        check_argument_types(cfg.model.get(node), f"model.{node}")
+    for key in ("evaluate_after_training", "skip_finished"):
+        if not isinstance(cfg.get(key, False), bool):
+            raise ConfigError(f"{key} must be true or false, got {cfg.get(key)!r}")
+    _check_loss_weights(cfg.loss)
+    require_folder("logger.save_dir", OmegaConf.select(cfg, "logger.save_dir"), "the run directory")
+    check_data_settings(cfg.data)
+    check_trainer_settings(cfg.get("trainer") or {})
+    check_metrics_settings(cfg.get("metrics") or {})
+
+
+def _check_loss_weights(loss: DictConfig, prefix: str = "loss") -> None:
+    """Every ``*weight`` of the loss node is a number (a string fails in float() while the module is built)."""
+    for key, value in loss.items():
+        if isinstance(value, DictConfig):
+            _check_loss_weights(value, f"{prefix}.{key}")
+        elif str(key).endswith("weight") and not _is_number(value):
+            raise ConfigError(f"{prefix}.{key} must be a number, got {value!r}")
 
 
 def _is_positive_int(value: Any) -> bool:
@@ -221,19 +249,25 @@ def reconcile_codebook_size(cfg: DictConfig, overrides: Collection[str] = ()) ->
     if "levels" not in cfg.quantizer:
         return
     levels = cfg.quantizer.levels
+    given = _override_keys(overrides)
     if levels is None:
         try:
             levels = levels_for_codebook_size(cfg.codebook.size)
         except ValueError as error:
             raise ConfigError(str(error)) from None
+    problem = levels_problem(OmegaConf.to_object(levels) if OmegaConf.is_config(levels) else levels)
+    if problem is not None:
+        reason, fixed = problem
+        size = f" codebook.size={math.prod(fixed)}" if "codebook.size" in given else ""
+        raise ConfigError(f"quantizer.levels={levels}: {reason}; e.g. quantizer.levels={format_levels(fixed)}{size}")
     size = math.prod(levels)
     if size == cfg.codebook.size:
         cfg.quantizer.levels = list(levels)
         return
-    if {"codebook.size", "quantizer.levels"} <= _override_keys(overrides):
+    if {"codebook.size", "quantizer.levels"} <= given:
         raise ConfigError(
-            f"quantizer.levels={list(levels)} give {size} codes but codebook.size={cfg.codebook.size}; "
-            f"give one of them (the levels define the codebook), or codebook.size={size}"
+            f"quantizer.levels={format_levels(levels)} give {size} codes but codebook.size={cfg.codebook.size}; "
+            f"set codebook.size={size} (the levels define the codebook), or drop codebook.size={cfg.codebook.size}"
         )
     log.info(
         "quantizer.levels=%s give %d codes: codebook.size=%d (not %d)", list(levels), size, size, cfg.codebook.size

@@ -52,6 +52,7 @@ from vqbench.cost import CostMeter, TrainingCost
 from vqbench.errors import CheckpointError, ConfigError, OutputError, VqbenchError
 from vqbench.metrics.aggregate import MAX_DISTINCT_TOKENS
 from vqbench.metrics.fid_reference import dataset_fingerprint, save_reference
+from vqbench.metrics.settings import reconstructions_folder
 from vqbench.results import (
     FAILED_FILE,
     METRICS_FILE,
@@ -526,7 +527,15 @@ def evaluate_checkpoint(
     module.add_test_metrics(extra)
     callbacks = []
     if eval_cfg.metrics.get("save_reconstructions", False):
-        callbacks.append(SaveReconstructions(out / "reconstructions"))
+        folder = reconstructions_folder(eval_cfg.metrics, out)
+        try:  # before the test pass, not at its first batch
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise OutputError(
+                f"cannot create the reconstructions folder {folder} ({error.strerror or error}); give a writable "
+                "folder with metrics.reconstructions_dir=..."
+            ) from None
+        callbacks.append(SaveReconstructions(folder))
     trainer_settings = dict(
         evaluation_trainer_settings(eval_cfg),
         # Every process gets distinct images (StridedShardSampler); Lightning's sampler would pad with repeats.

@@ -42,6 +42,7 @@ from torch import Tensor
 
 from vqbench.checkpoint import CHECKPOINT_FORMAT
 from vqbench.errors import CheckpointError, VqbenchError
+from vqbench.permissions import as_created
 
 FORMATS = ("taming", "llamagen")
 #: The released recipe each format's config is built on (conf/experiment/).
@@ -333,6 +334,7 @@ def _save(checkpoint: dict, out: Path) -> None:
     """Written under a temporary name and renamed, so an interrupted conversion leaves no partial file."""
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial")
+    as_created(fd)  # mkstemp's 0o600 would ignore the umask
     os.close(fd)
     try:
         torch.save(checkpoint, tmp)

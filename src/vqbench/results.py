@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import vqbench
+from vqbench.permissions import as_created
 
 METRICS_FILE = "metrics.json"
 #: {"kind", "error", "exit_status", "step", "overrides", "vqbench_version", "written_at"}
@@ -30,6 +31,7 @@ def _write_record(path: Path, record: dict[str, Any]) -> Path:
     }
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".json")
     try:
+        as_created(fd)  # mkstemp's 0o600 would ignore the umask
         with os.fdopen(fd, "w") as f:
             json.dump(record, f, indent=2, sort_keys=False)
             f.write("\n")

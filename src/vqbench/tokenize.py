@@ -35,7 +35,8 @@ from tqdm import tqdm
 
 import vqbench
 from vqbench.errors import VqbenchError
-from vqbench.tokens import INDEX_FILE, METADATA_FILE, PROGRESS_DIR, TOKENS_FILE, token_dtype
+from vqbench.permissions import as_created
+from vqbench.tokens import INDEX_FILE, METADATA_FILE, PROGRESS_DIR, TOKENS_FILE, index_lines, token_dtype
 
 USAGE = (
     "usage: python -m vqbench.tokenize ckpt=PATH out=DIR [split=train] [data=NAME] [data.KEY=VALUE ...] "
@@ -70,6 +71,12 @@ def _positive(key: str, value: str) -> int:
     return int(value)
 
 
+def _index(key: str, value: str) -> int:
+    if not value.isdigit():
+        raise VqbenchError(f"{key}={value}: expected an integer >= 0")
+    return int(value)
+
+
 def parse_arguments(argv: list[str]) -> tuple[dict, list[str]]:
     """(options, data overrides). Every argument is KEY=VALUE; data overrides are those of the data node."""
     options, data_overrides = {}, []
@@ -96,11 +103,15 @@ def parse_arguments(argv: list[str]) -> tuple[dict, list[str]]:
         "batch_size": _positive("batch_size", options.get("batch_size", "64")),
         "chunk": _positive("chunk", options.get("chunk", "1024")),
         "shards": _positive("shards", options.get("shards", str(world))),
-        "shard": int(options.get("shard", os.environ.get("RANK", "0"))),
+        "shard": _index("shard", options.get("shard", os.environ.get("RANK", "0"))),
         "device": options.get("device") or _default_device(),
         # [a,b] or a,b: module prefixes of your own classes the checkpoint may build (docs/checkpoints.md)
         "trusted_modules": [m.strip() for m in options.get("trusted_modules", "").strip("[]").split(",") if m.strip()],
     }
+    out = parsed["out"]
+    blocker = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise VqbenchError(f"out={out}: {blocker} is a file, not a folder; give the folder to write the export into")
     if parsed["split"] not in ("train", "val", "test"):
         raise VqbenchError(f"split={parsed['split']}: expected train, val or test")
     if not 0 <= parsed["shard"] < parsed["shards"]:
@@ -118,6 +129,7 @@ def _create_once(path: Path, write) -> None:
     """Creates ``path`` with ``write(temporary path)`` unless it exists. The file appears complete or not at all
     (a hard link of the finished temporary file), and when shards race, one creates it and the others keep it."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    as_created(fd)  # mkstemp's 0o600 would ignore the umask
     os.close(fd)
     try:
         write(Path(tmp))
@@ -130,6 +142,7 @@ def _create_once(path: Path, write) -> None:
 
 def _write_json(path: Path, data: dict) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    as_created(fd)
     with os.fdopen(fd, "w") as f:
         json.dump(data, f, indent=2)
         f.write("\n")
@@ -159,6 +172,7 @@ class Export:
         from vqbench.compose import compose_config
         from vqbench.data.evaluation_transform import evaluation_transform
         from vqbench.data.files import ImageFiles
+        from vqbench.data.settings import check_data_settings
 
         self.args = args
         payload = load_checkpoint(args["ckpt"], trusted_modules=args["trusted_modules"])
@@ -167,6 +181,7 @@ class Export:
         live.trusted_modules = args["trusted_modules"]
         self.config = evaluation_config(trained, live, data_overrides)
         check_targets(OmegaConf.to_container(self.config, resolve=False), args["trusted_modules"])
+        check_data_settings(self.config.data)  # data.num_workers=-1 and the like: one line, not a traceback
         self.tokenizer = tokenizer_from_checkpoint(payload, args["ckpt"], args["use_ema"], args["device"], self.config)
         if self.tokenizer.codebook_size is None:
             raise VqbenchError(
@@ -223,10 +238,10 @@ class Export:
                 "that one"
             )
         ids = _image_ids(self.dataset, self.args["split"])
-        lines = ["row\timage\tflipped"]
-        for copy in range(len(metadata["copies"])):
-            lines += [f"{copy * len(ids) + i}\t{image}\t{copy}" for i, image in enumerate(ids)]
-        _create_once(out / INDEX_FILE, lambda tmp: tmp.write_text("\n".join(lines) + "\n"))
+        lines = index_lines(ids, self.args["split"], len(metadata["copies"]))
+        _create_once(
+            out / INDEX_FILE, lambda tmp: tmp.write_text("".join(line + "\n" for line in lines), encoding="ascii")
+        )
         shape = (metadata["rows"], *metadata["token_shape"])
         dtype = np.dtype(metadata["dtype"])
         _create_once(out / TOKENS_FILE, lambda tmp: np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape))

@@ -24,7 +24,9 @@ class ImageFiles(Dataset):
 
     ``name`` identifies the source in messages and cache file names. With ``skip_corrupt`` an unreadable file yields
     None (the data module's collate drops it) and a warning naming it; otherwise it is a DataError naming it.
-    A transform with ``random = True`` makes the dataset uncacheable.
+    A transform with ``random = True`` makes the dataset uncacheable. ``viewer``: decode as an image viewer shows the
+    file (EXIF orientation, alpha over white; ``data=folder``) rather than as the named datasets' loaders did
+    (``vqbench.data.images``).
     """
 
     def __init__(
@@ -35,6 +37,7 @@ class ImageFiles(Dataset):
         name: str,
         root: Path,
         skip_corrupt: bool = False,
+        viewer: bool = False,
     ):
         if channels not in (1, 3):
             raise DataError(f"data.channels must be 1 or 3 for image files, got {channels}")
@@ -44,6 +47,7 @@ class ImageFiles(Dataset):
         self.name = name
         self.root = Path(root)
         self.skip_corrupt = skip_corrupt
+        self.viewer = viewer
 
     @property
     def cacheable(self) -> bool:
@@ -55,7 +59,7 @@ class ImageFiles(Dataset):
     def __getitem__(self, index: int) -> Tensor | None:
         path = self.files[index]
         try:
-            image = open_image(path, self.channels)
+            image = open_image(path, self.channels, self.viewer)
             try:
                 image = self.transform(image)
             except ValueError as error:
@@ -74,6 +78,8 @@ class ImageFiles(Dataset):
         them."""
         digest = hashlib.sha256()
         settings = {"transform": repr(self.transform), "channels": self.channels, "skip_corrupt": self.skip_corrupt}
+        if self.viewer:  # only then: the named datasets' caches, written before it existed, stay valid
+            settings["decode"] = "viewer"
         digest.update(json.dumps({**settings, "version": 1}).encode())
         for path in self.files:
             stat = os.stat(path)

@@ -3,6 +3,10 @@
 Images are resized to ``resolution`` x ``resolution`` (bilinear, antialiased), or centre-cropped to a square first
 with ``center_crop=true`` so that faces and objects keep their aspect ratio. ``val`` and ``test`` are both the
 held-out images.
+
+Files are decoded as an image viewer shows them: rotated by their EXIF orientation (phone photos), transparency
+over white, 16-bit scaled to 8 (``vqbench.data.images``). Each file is read once, by its resolved path, so a symbolic
+link can neither loop nor put one image into both splits.
 """
 
 from __future__ import annotations
@@ -34,4 +38,5 @@ def folder_split(
         raise DataError(f"data.root={base} holds {len(files)} image files; data=folder needs at least 2 {LAYOUT}")
     train, held_out = seeded_split(files, max(1, round(len(files) * holdout_fraction)), seed)
     transform = CenterCropADM(resolution) if center_crop else ResizeSquare(resolution)
-    return ImageFiles(train if split == "train" else held_out, transform, channels, "folder", base, skip_corrupt)
+    chosen = train if split == "train" else held_out
+    return ImageFiles(chosen, transform, channels, "folder", base, skip_corrupt, viewer=True)

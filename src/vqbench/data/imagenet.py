@@ -9,14 +9,22 @@ evaluation split is cached.
 ``crop="center"``: torchvision's Resize(S) + CenterCrop(S) for every split, training included (FSQ-pytorch and
 Doraemonzzz/vector-quantize ``dataset.py``, the ImageNet-128 tables; set ``data.flip=false`` as they do). Every split
 can then be cached.
+
+Files are decoded as torchvision's ImageFolder does (``convert("RGB")``, no EXIF rotation). A file of ``train/`` that
+is also in ``val/`` (the same file by its resolved path, through a symbolic link) is left out of the train split,
+with a warning: no image is trained on and evaluated.
 """
 
 from __future__ import annotations
 
+import logging
+
 from vqbench.data.files import ImageFiles
-from vqbench.data.images import find_images, require_root
+from vqbench.data.images import require_root, scan_images
 from vqbench.data.transforms import CenterCropADM, RandomResizedCropADM, ResizeThenCenterCrop
 from vqbench.errors import ConfigError, DataError
+
+log = logging.getLogger("vqbench.data")
 
 LAYOUT = "train/ and val/ folders of images (train/n01440764/*.JPEG, ...; val/ may be flat)"
 CROPS = ("adm", "center")
@@ -36,9 +44,23 @@ def imagenet_split(
     folder = base / ("train" if split == "train" else "val")
     if not folder.is_dir():
         raise DataError(f"{base} has no {folder.name}/ folder; data=imagenet expects {LAYOUT}")
-    files = find_images(folder)
-    if not files:
+    found = scan_images(folder)
+    if not found:
         raise DataError(f"{folder} holds no image files; data=imagenet expects {LAYOUT}")
+    files = list(found)
+    if split == "train" and (base / "val").is_dir():
+        evaluated = set(scan_images(base / "val").values())
+        files = [path for path, resolved in found.items() if resolved not in evaluated]
+        if len(files) < len(found):
+            first = next(path for path, resolved in found.items() if resolved in evaluated)
+            log.warning(
+                "%d files of %s are also in %s (symbolic links to the same file, first: %s); they are left out of "
+                "the train split",
+                len(found) - len(files),
+                folder,
+                base / "val",
+                first,
+            )
     if crop == "center":
         transform = ResizeThenCenterCrop(resolution)
     else:

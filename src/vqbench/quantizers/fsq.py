@@ -40,14 +40,39 @@ LEVELS_FOR_SIZE = {
 }
 
 
+def format_levels(levels: list[int]) -> str:
+    """Levels as a command-line value: ``[8,5,5,5]`` (no spaces, so that the override is one shell word)."""
+    return "[" + ",".join(str(level) for level in levels) + "]"
+
+
 def levels_for_codebook_size(codebook_size: int) -> list[int]:
+    """The paper's levels for ``codebook_size``; for a size the table lacks, a ValueError whose two fixes are valid
+    as written: the nearest size of the table, or levels given together with their product."""
     if codebook_size not in LEVELS_FOR_SIZE:
         sizes = ", ".join(str(k) for k in LEVELS_FOR_SIZE)
+        number = codebook_size if isinstance(codebook_size, (int, float)) and codebook_size > 0 else 1
+        nearest = min(LEVELS_FOR_SIZE, key=lambda size: abs(math.log(size) - math.log(number)))
+        example = LEVELS_FOR_SIZE[2**10]
         raise ValueError(
-            f"FSQ has no recommended levels for codebook.size={codebook_size}; use one of {sizes} "
-            f"or give the levels explicitly, e.g. quantizer.levels=[8,5,5,5]"
+            f"FSQ has no recommended levels for codebook.size={codebook_size} (the FSQ paper's table 1 has {sizes}); "
+            f"set codebook.size={nearest}, or give the levels with their product, e.g. "
+            f"quantizer.levels={format_levels(example)} codebook.size={math.prod(example)}"
         )
     return list(LEVELS_FOR_SIZE[codebook_size])
+
+
+def levels_problem(levels) -> tuple[str, list[int]] | None:
+    """Why ``levels`` cannot define an FSQ codebook, and valid levels close to them; None if they can.
+
+    Each level must be an integer >= 2: FSQ rounds a channel to one of L values, and one value carries nothing.
+    """
+    if not isinstance(levels, (list, tuple)) or not levels:
+        return "must be a non-empty list of integers >= 2", list(LEVELS_FOR_SIZE[2**10])
+    numbers = [isinstance(level, (int, float)) and not isinstance(level, bool) for level in levels]
+    if all(numbers) and all(float(level).is_integer() and level >= 2 for level in levels):
+        return None
+    fixed = [max(2, round(level)) if number else 2 for level, number in zip(levels, numbers, strict=True)]
+    return "every level must be an integer >= 2", fixed
 
 
 def projection(dim_in: int, dim_out: int) -> nn.Module:
@@ -62,11 +87,15 @@ class _ScalarQuantizer(Quantizer):
         if levels and codebook_size is not None and math.prod(int(level) for level in levels) != codebook_size:
             raise ValueError(
                 f"quantizer.levels={list(levels)} give {math.prod(int(level) for level in levels)} codes but "
-                f"codebook.size={codebook_size}; the levels define the codebook, so give codebook.size to match"
+                f"codebook.size={codebook_size}; the levels define the codebook: set "
+                f"codebook.size={math.prod(int(level) for level in levels)}"
             )
         levels = list(levels) if levels else levels_for_codebook_size(codebook_size)
-        if any(int(level) < 2 for level in levels):
-            raise ValueError(f"every FSQ level must be an integer >= 2, got quantizer.levels={levels}")
+        problem = levels_problem(levels)
+        if problem is not None:
+            raise ValueError(
+                f"quantizer.levels={levels}: {problem[0]}, e.g. quantizer.levels={format_levels(problem[1])}"
+            )
         self.levels = [int(level) for level in levels]
         self.codebook_size = math.prod(self.levels)
         self.register_buffer("_levels", torch.tensor(self.levels, dtype=torch.long), persistent=False)

@@ -32,7 +32,7 @@ class ReconstructionGrid(L.Callback):
         self.images = None
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
-        if batch_idx == 0 and outputs is not None:
+        if batch_idx == 0 and outputs is not None and self.num_images > 0:  # 0: no grid
             n = min(self.num_images, batch.shape[0])
             self.images = (batch[:n].detach(), outputs[:n].detach())
 
