@@ -8,12 +8,13 @@ mode, leaves its ``failed.json`` (the error, the step, the overrides) for ``vqbe
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pickle
 import sys
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from vqbench.build import (
     reconcile_codebook_size,
 )
 from vqbench.errors import CheckpointError, ConfigError, OutputError, VqbenchError
+from vqbench.jobs import holding, refuse_training_folder
 from vqbench.metrics.aggregate import MAX_DISTINCT_TOKENS
 from vqbench.results import (
     FAILED_FILE,
@@ -55,11 +57,18 @@ from vqbench.training.callbacks import (
     ReconstructionGrid,
     SaveReconstructions,
     SeedEachStep,
-    StopOnNonFiniteLoss,
 )
 from vqbench.training.checkpoints import AtomicCheckpointIO, LastCheckpoint
 from vqbench.training.hparams import hyperparameters, log_final
+from vqbench.training.interrupts import (
+    SaveOnSignal,
+    SignalFlag,
+    TrainingInterrupted,
+    report_interruption,
+    resume_command,
+)
 from vqbench.training.module import TokenizerModule
+from vqbench.training.nonfinite import NonFiniteGuard
 from vqbench.training.performance import lever_on, set_tf32
 
 log = logging.getLogger("vqbench")
@@ -105,27 +114,56 @@ USER_ERROR_STATUS, FAILURE_STATUS = 2, 1
 
 @dataclass
 class Progress:
-    """How far the job got, for failed.json."""
+    """How far the job got, for failed.json, and the signals that end a training (training/interrupts.py)."""
 
     trainer: L.Trainer | None = None
+    signals: SignalFlag = field(default_factory=SignalFlag)
+    failed_step: int | None = None  # the step an error names (the first non-finite step), else the trainer's
 
     @property
     def step(self) -> int | None:
+        if self.failed_step is not None:
+            return self.failed_step
         return None if self.trainer is None else self.trainer.global_step
 
 
 def run(cfg: DictConfig) -> dict[str, float] | None:
-    """Entry point behind run.py (see the module docstring for what happens on failure)."""
+    """Entry point behind run.py (see the module docstring for what happens on failure). The job holds its folder
+    (vqbench.jobs) while it runs; an evaluation never runs in a training's folder."""
     out = _output_dir()
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
-    remove_failure(out)  # a retried job starts without its previous failure
+    evaluation = bool(cfg.get("eval", False))
+    with contextlib.ExitStack() as stack:
+        try:
+            if evaluation:
+                refuse_training_folder(out)
+            stack.enter_context(holding(out, "eval" if evaluation else "train"))
+        except OutputError as error:  # another run's folder, or none that takes files: nothing is written there
+            print(f"error: {error}" if not multirun else f"error: job {out} not run: {error}", file=sys.stderr)
+            if multirun:
+                return None
+            raise SystemExit(USER_ERROR_STATUS) from None
+        return _run_job(cfg, out, multirun)
+
+
+def _run_job(cfg: DictConfig, out: Path, multirun: bool) -> dict[str, float] | None:
+    remove_failure(out)  # a retried job starts without its previous failure or interruption
     progress = Progress()
     try:
         if cfg.get("eval", False):
             return evaluate(cfg)
-        return train(cfg, progress)
+        with progress.signals:
+            return train(cfg, progress)
+    except TrainingInterrupted as interruption:
+        checkpoint = out / "checkpoints" / "last.ckpt"
+        needs_ckpt = cfg.get("ckpt") is not None or not cfg.get("skip_finished", False)
+        command = resume_command(checkpoint, out, single_run=not multirun, needs_ckpt=needs_ckpt)
+        if rank_zero_only.rank == 0:
+            report_interruption(out, interruption, command, _task_overrides())
+        raise SystemExit(interruption.exit_status) from None
     except VqbenchError as error:
         message, status = str(error), USER_ERROR_STATUS
+        progress.failed_step = getattr(error, "step", None)
     except torch.OutOfMemoryError as error:
         first_line = str(error).strip().splitlines()[0]
         message, status = (
@@ -356,6 +394,8 @@ def train(cfg: DictConfig, progress: Progress | None = None) -> dict[str, float]
     datamodule = build_datamodule(cfg)
     module = build_training_module(cfg)
     checkpoint = out / "checkpoints" / "last.ckpt"
+    guard = NonFiniteGuard()  # before LastCheckpoint: a step's flag is recorded before its checkpoint is written
+    last = LastCheckpoint(checkpoint, cfg.checkpoint.every_n_steps, _task_overrides(), guard.check_before_save)
     trainer = _trainer(
         **OmegaConf.to_container(cfg.trainer, resolve=True),
         default_root_dir=out,
@@ -363,11 +403,12 @@ def train(cfg: DictConfig, progress: Progress | None = None) -> dict[str, float]
         enable_checkpointing=False,  # LastCheckpoint writes the one checkpoint a run keeps
         plugins=[AtomicCheckpointIO()],
         callbacks=[
-            LastCheckpoint(checkpoint, cfg.checkpoint.every_n_steps, job_overrides=_task_overrides()),
+            guard,
+            last,
+            SaveOnSignal(progress.signals, last),  # after LastCheckpoint: saves only a step it has not saved
             SeedEachStep(cfg.seed),
             ReconstructionGrid(cfg.metrics.grid_images),
             CodeUsageHistogram(),
-            StopOnNonFiniteLoss(),
         ],
     )
     progress.trainer = trainer
@@ -375,6 +416,7 @@ def train(cfg: DictConfig, progress: Progress | None = None) -> dict[str, float]
     datamodule.check(("train", "val"), world_size=trainer.world_size)
     check_shapes(cfg, module, datamodule)
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)  # last.ckpt: see LastCheckpoint
+    progress.signals.raise_if_received(trainer.global_step)  # a signal after the last step: last.ckpt is that step's
     metrics = _plain(trainer.validate(module, datamodule=datamodule, verbose=False)[0])
     record = {
         "kind": "train",
@@ -392,6 +434,7 @@ def train(cfg: DictConfig, progress: Progress | None = None) -> dict[str, float]
         metrics |= test_metrics
         record |= {"kind": "train+eval", "metrics": metrics, "protocol": protocol, "unavailable": unavailable}
     log_final(trainer.logger, hyperparameters(record["config"], record["choices"]), metrics, trainer.global_step)
+    progress.signals.raise_if_received(trainer.global_step)  # interrupted: no metrics.json, it would look finished
     if trainer.is_global_zero:
         _write_results(out, record)  # last: its presence means the job finished (skip_finished relies on it)
     print(format_table(metrics, f"final metrics after {trainer.global_step} steps ({out})"))
@@ -633,6 +676,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         print(f"skipped (already evaluated): {out}")
         return finished["metrics"]
     _check_writable(out)
+    print(f"evaluating {cfg.ckpt}; results go to {out} (hydra.run.dir)")
     L.seed_everything(eval_cfg.seed, workers=True, verbose=False)
     metrics, protocol, unavailable = evaluate_checkpoint(eval_cfg, payload, cfg.ckpt, out)
     if rank_zero_only.rank == 0:  # under multi-process evaluation, one writer
