@@ -102,6 +102,7 @@ class SaveOnSignal(L.Callback):
         self.snapshot = None
         if trainer.state.fn == "fit" and not trainer.sanity_checking:
             self.snapshot = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
+            log.info("validating after step %d", trainer.global_step)
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         self._abandon_validation(trainer)
@@ -119,6 +120,7 @@ class SaveOnSignal(L.Callback):
         if self.flag.received is None:
             return
         if self.snapshot is not None:  # a validation inside the fit; after the fit, last.ckpt is the final step's
+            log.warning("validation after step %d abandoned", trainer.global_step)
             self.last._save(trainer, snapshot=self.snapshot)
         self.flag.raise_if_received(trainer.global_step)
 
