@@ -18,9 +18,18 @@ import pytest
 import torch
 
 from tests.conftest import ROOT, run_cli, run_in_process
-from tests.test_resume import SHORT, _assert_identical, uninterrupted  # noqa: F401 (a fixture)
+from tests.test_resume import SHORT, _assert_identical
 from vqbench.training.checkpoints import AtomicCheckpointIO
 from vqbench.training.module import TokenizerModule
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_run(tmp_path_factory) -> Path:
+    """test_resume's default SHORT run, never interrupted."""
+    out = tmp_path_factory.mktemp("uninterrupted")
+    status, output = run_in_process(*SHORT, out=out)
+    assert status == 0, output
+    return out
 
 
 def _checkpoint_step(out: Path) -> int:
@@ -38,7 +47,7 @@ def _assert_interrupted(out: Path, signum: int, step: int) -> dict:
 
 
 def test_sigterm_in_a_step_saves_that_step_and_the_same_command_resumes_bit_identical(
-    uninterrupted, tmp_path, monkeypatch
+    uninterrupted_run, tmp_path, monkeypatch
 ):
     original = TokenizerModule.training_step
 
@@ -58,11 +67,11 @@ def test_sigterm_in_a_step_saves_that_step_and_the_same_command_resumes_bit_iden
     status, output = run_in_process(*SHORT, out=tmp_path)  # the same command again
     assert status == 0, output
     assert not (tmp_path / "interrupted.json").exists()
-    _assert_identical(tmp_path, uninterrupted("default"))
+    _assert_identical(tmp_path, uninterrupted_run)
 
 
 def test_sigusr1_during_a_validation_abandons_it_and_saves_the_step_before_it(
-    uninterrupted, tmp_path, monkeypatch, caplog
+    uninterrupted_run, tmp_path, monkeypatch, caplog
 ):
     original = TokenizerModule.validation_step
 
@@ -80,7 +89,7 @@ def test_sigusr1_during_a_validation_abandons_it_and_saves_the_step_before_it(
 
     status, output = run_in_process(*SHORT, out=tmp_path)
     assert status == 0, output
-    _assert_identical(tmp_path, uninterrupted("default"))
+    _assert_identical(tmp_path, uninterrupted_run)
 
 
 def test_sigint_while_the_checkpoint_is_written_keeps_that_checkpoint(tmp_path, monkeypatch):
@@ -100,7 +109,9 @@ def test_sigint_while_the_checkpoint_is_written_keeps_that_checkpoint(tmp_path, 
 def _train(args: list[str], out: Path, env: dict | None = None) -> subprocess.Popen:
     command = [sys.executable, str(ROOT / "run.py"), *args, f"hydra.run.dir={out}"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.Popen(command, cwd=out.parent, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        command, cwd=out.parent, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
 
 
 def _wait_for(condition, process: subprocess.Popen, timeout: float = 600) -> None:
@@ -133,11 +144,22 @@ LONG = [*SHORT, "trainer.max_steps=40", "trainer.val_check_interval=20", "checkp
         ([signal.SIGUSR1], "step"),
         ([signal.SIGINT], "step"),
         ([signal.SIGTERM], "validation"),
+        ([signal.SIGTERM], "process group"),
     ],
-    ids=["sigterm", "double-sigterm", "sigusr1-slurm-requeue", "sigint", "sigterm-in-validation"],
+    ids=[
+        "sigterm",
+        "double-sigterm",
+        "sigusr1-slurm-requeue",
+        "sigint",
+        "sigterm-in-validation",
+        "sigterm-to-every-process-with-a-loader-worker",
+    ],
 )
 def test_a_signalled_run_py_saves_says_so_and_resumes_to_the_uninterrupted_result(signals, where, tmp_path):
-    args = [*LONG, "data.make_dataset.val_length=512"] if where == "validation" else LONG
+    args = {
+        "validation": [*LONG, "data.make_dataset.val_length=512"],
+        "process group": [*LONG, "data.num_workers=1"],  # as srun signals every process of the job step
+    }.get(where, LONG)
     run_cli(*args, f"hydra.run.dir={tmp_path / 'reference'}", cwd=tmp_path)
     # A stand-in scontrol records the requeue that SIGUSR1 under SLURM asks for.
     fake_bin = tmp_path / "bin"
@@ -153,7 +175,10 @@ def test_a_signalled_run_py_saves_says_so_and_resumes_to_the_uninterrupted_resul
         else:
             _wait_for(lambda: (out / "checkpoints" / "last.ckpt").is_file() and _checkpoint_step(out) >= 6, process)
         for signum in signals:
-            process.send_signal(signum)
+            if where == "process group":
+                os.killpg(process.pid, signum)
+            else:
+                process.send_signal(signum)
         _, stderr = process.communicate(timeout=600)
     finally:
         process.kill()

@@ -25,6 +25,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from vqbench.build import (
@@ -153,7 +154,11 @@ def _run_job(cfg: DictConfig, out: Path, multirun: bool) -> dict[str, float] | N
         if cfg.get("eval", False):
             return evaluate(cfg)
         with progress.signals:
-            return train(cfg, progress)
+            try:
+                return train(cfg, progress)
+            except SIGTERMException:  # Lightning's SystemExit after SIGTERM, in a trainer without SaveOnSignal
+                progress.signals.raise_if_received(progress.step or 0)
+                raise
     except TrainingInterrupted as interruption:
         checkpoint = out / "checkpoints" / "last.ckpt"
         needs_ckpt = cfg.get("ckpt") is not None or not cfg.get("skip_finished", False)

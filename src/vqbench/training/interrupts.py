@@ -14,8 +14,9 @@ SLURM sends SIGTERM at the time limit, on pre-emption and on ``scancel``, SIGUSR
 5. exits with status 128 + the signal's number (143 SIGTERM, 138 SIGUSR1, 130 SIGINT).
 
 Further signals while it does so are ignored (``srun`` and the batch shell both forward SIGTERM), so they cannot cut
-the checkpoint short. Lightning's own handlers (its SLURM auto-requeue and SIGTERM notifier) are not used: they are
-installed only where no handler exists, and these are installed before ``trainer.fit``.
+the checkpoint short. Lightning's own handlers (its SLURM auto-requeue and SIGTERM notifier) are not used: its SLURM
+requeue handler is installed only where no SIGUSR1 handler exists, and its SIGTERM notifier is replaced by these at
+the start of the training and of each validation (SaveOnSignal).
 """
 
 from __future__ import annotations
@@ -65,6 +66,14 @@ class SignalFlag:
             self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
+    def take_back(self) -> None:
+        """Installs the handlers again over Lightning's: ``trainer.fit`` / ``validate`` wrap an existing SIGTERM
+        handler in their own, which makes the loops raise SystemExit (status 0) at an epoch's end or after a
+        validation batch, before a checkpoint. Lightning restores the handlers it found (these) when it ends."""
+        if self._previous:
+            for signum in SIGNALS:
+                signal.signal(signum, self._handle)
+
     def __exit__(self, *exc) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
@@ -91,6 +100,9 @@ class SaveOnSignal(L.Callback):
         self.last = last
         self.snapshot: dict[str, Any] | None = None
 
+    def on_train_start(self, trainer: L.Trainer, pl_module) -> None:
+        self.flag.take_back()
+
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         if self.flag.received is not None:
             self.last._save(trainer)
@@ -99,6 +111,7 @@ class SaveOnSignal(L.Callback):
     def on_validation_start(self, trainer: L.Trainer, pl_module) -> None:
         # The state a signal during this validation saves: references to the tensors (a validation changes none),
         # copies of the loops' counters from before the validation.
+        self.flag.take_back()
         self.snapshot = None
         if trainer.state.fn == "fit" and not trainer.sanity_checking:
             self.snapshot = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
