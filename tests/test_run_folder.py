@@ -40,10 +40,28 @@ def test_a_run_into_a_folder_held_by_a_live_process_exits_2_and_writes_nothing(h
     assert _files(held) == before  # no .hydra/, no run.log, no failed.json
 
 
-def test_the_same_job_in_process_is_refused_without_a_failure_record(held):
-    status, output = run_in_process(*TINY, out=held)
-    assert status == 2 and "is in use by another run" in output
-    assert not (held / "failed.json").exists() and not (held / "checkpoints").exists()
+HOLDER = """
+import sys, time
+from pathlib import Path
+from vqbench import jobs
+jobs.acquire(Path(sys.argv[1]), "train")
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_job_into_a_folder_another_process_holds_writes_no_failure_record(tmp_path):
+    folder = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(folder)], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        status, output = run_in_process(*TINY, out=folder)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert status == 2 and f"is in use by another run (train pid {holder.pid} on " in output, output
+    assert sorted(p.name for p in folder.iterdir()) == [jobs.LOCK_FILE]  # no failed.json, checkpoints, logs
 
 
 @pytest.mark.parametrize("marker", ["checkpoints", "lock"])
