@@ -69,6 +69,7 @@ def test_an_evaluation_never_writes_into_a_training_folder(marker, tmp_path):
     training = tmp_path / "train"
     if marker == "checkpoints":  # e.g. an interrupted training: a checkpoint, no metrics.json
         (training / "checkpoints").mkdir(parents=True)
+        (training / ".hydra").mkdir()
         (training / "checkpoints" / "last.ckpt").write_bytes(b"")
     else:  # a training that ended before its first checkpoint: its lock file says so
         jobs.acquire(training, "train")
@@ -78,6 +79,11 @@ def test_an_evaluation_never_writes_into_a_training_folder(marker, tmp_path):
         status, output = run_in_process("+eval=true", f"ckpt={training}/checkpoints/last.ckpt", out=out)
         assert status == 2 and f"is inside the training folder {training}" in output, output
     assert _files(training) == before
+
+
+def test_a_checkpoints_folder_alone_does_not_make_a_training_folder(tmp_path):
+    (tmp_path / "checkpoints").mkdir()  # e.g. a project root where evaluations go into outputs/...
+    assert jobs.training_folder(tmp_path / "outputs" / "eval") is None
 
 
 @pytest.mark.slow

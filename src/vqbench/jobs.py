@@ -115,10 +115,13 @@ def holding(folder: Path, kind: str) -> Iterator[None]:
 
 
 def training_folder(folder: Path) -> Path | None:
-    """The training folder ``folder`` is, or lies in: one with a ``checkpoints/`` folder, or whose lock file says a
-    training used it (also one that failed or was interrupted before its first checkpoint). None if neither."""
+    """The training folder ``folder`` is, or lies in: a Hydra run folder (``.hydra/``) with a ``checkpoints/``
+    folder (also one written before lock files existed), or one whose lock file says a training used it (also one
+    that failed or was interrupted before its first checkpoint). None if neither. (A ``checkpoints/`` folder alone,
+    e.g. in a project's root, does not make a training folder.)"""
     for candidate in [_key(folder), *_key(folder).parents]:
-        if (candidate / "checkpoints").is_dir() or _lock_kind(candidate) == "train":
+        trained = (candidate / "checkpoints").is_dir() and (candidate / ".hydra").is_dir()
+        if trained or _lock_kind(candidate) == "train":
             return candidate
     return None
 
