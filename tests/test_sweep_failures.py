@@ -54,7 +54,7 @@ def test_a_failing_multirun_job_records_failed_json_and_returns(failure, status,
 def test_the_nan_guard_records_its_step(tmp_path):
     code, output = run_in_process(*TINY, "optimizer.lr=1e30", "trainer.max_steps=6", out=tmp_path, multirun=True)
     record = _record(tmp_path, "failed.json")
-    assert record["exit_status"] == 2 and "the training loss became nan" in record["error"]
+    assert record["exit_status"] == 2 and "the training loss became non-finite" in record["error"]
     assert record["step"] == int(record["error"].split(" at step ")[1].split(";")[0])
 
 

@@ -8,11 +8,12 @@ mode, leaves its ``failed.json`` (the error, the step, the overrides) for ``vqbe
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from vqbench.build import (
@@ -50,6 +52,7 @@ from vqbench.compression import compression_figures
 from vqbench.console import tidy_console
 from vqbench.cost import CostMeter, TrainingCost
 from vqbench.errors import CheckpointError, ConfigError, OutputError, VqbenchError
+from vqbench.jobs import holding, refuse_training_folder
 from vqbench.metrics.aggregate import MAX_DISTINCT_TOKENS
 from vqbench.metrics.fid_reference import dataset_fingerprint, save_reference
 from vqbench.metrics.settings import reconstructions_folder
@@ -69,7 +72,6 @@ from vqbench.training.callbacks import (
     ReconstructionGrid,
     SaveReconstructions,
     SeedEachStep,
-    StopOnNonFiniteLoss,
 )
 from vqbench.training.checkpoints import AtomicCheckpointIO, LastCheckpoint
 from vqbench.training.final_validation import FinalValidation
@@ -81,6 +83,14 @@ from vqbench.training.hparams import (
     swept_keys,
     write_config,
 )
+from vqbench.training.interrupts import (
+    SaveOnSignal,
+    SignalFlag,
+    TrainingInterrupted,
+    report_interruption,
+    resume_command,
+)
+from vqbench.training.nonfinite import NonFiniteGuard
 from vqbench.training.performance import set_tf32, trains_on_cuda
 from vqbench.training.progress import StepProgressBar
 
@@ -110,28 +120,61 @@ USER_ERROR_STATUS, FAILURE_STATUS = 2, 1
 
 @dataclass
 class Progress:
-    """How far the job got, for failed.json."""
+    """How far the job got, for failed.json, and the signals that end a training (training/interrupts.py)."""
 
     trainer: L.Trainer | None = None
+    signals: SignalFlag = field(default_factory=SignalFlag)
+    failed_step: int | None = None  # the step an error names (the first non-finite step), else the trainer's
 
     @property
     def step(self) -> int | None:
+        if self.failed_step is not None:
+            return self.failed_step
         return None if self.trainer is None else self.trainer.global_step
 
 
 def run(cfg: DictConfig) -> dict[str, float] | None:
-    """Entry point behind run.py (see the module docstring for what happens on failure)."""
+    """Entry point behind run.py (see the module docstring for what happens on failure). The job holds its folder
+    (vqbench.jobs) while it runs; an evaluation never runs in a training's folder."""
     out = _output_dir()
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     tidy_console()  # each log line once (Hydra's handlers), no advertisements
-    remove_failure(out)  # a retried job starts without its previous failure
+    evaluation = bool(cfg.get("eval", False))
+    with contextlib.ExitStack() as stack:
+        try:
+            if evaluation:
+                refuse_training_folder(out)
+            stack.enter_context(holding(out, "eval" if evaluation else "train"))
+        except OutputError as error:  # another run's folder, or none that takes files: nothing is written there
+            print(f"error: {error}" if not multirun else f"error: job {out} not run: {error}", file=sys.stderr)
+            if multirun:
+                return None
+            raise SystemExit(USER_ERROR_STATUS) from None
+        return _run_job(cfg, out, multirun)
+
+
+def _run_job(cfg: DictConfig, out: Path, multirun: bool) -> dict[str, float] | None:
+    remove_failure(out)  # a retried job starts without its previous failure or interruption
     progress = Progress()
     try:
         if cfg.get("eval", False):
             return evaluate(cfg)
-        return train(cfg, progress)
+        with progress.signals:
+            try:
+                return train(cfg, progress)
+            except SIGTERMException:  # Lightning's SystemExit after SIGTERM, in a trainer without SaveOnSignal
+                progress.signals.raise_if_received(progress.step or 0)
+                raise
+    except TrainingInterrupted as interruption:
+        checkpoint = out / "checkpoints" / "last.ckpt"
+        needs_ckpt = cfg.get("ckpt") is not None or not cfg.get("skip_finished", False)
+        command = resume_command(checkpoint, out, single_run=not multirun, needs_ckpt=needs_ckpt)
+        if rank_zero_only.rank == 0:
+            report_interruption(out, interruption, command, _task_overrides())
+        raise SystemExit(interruption.exit_status) from None
     except VqbenchError as error:
         message, status = str(error), USER_ERROR_STATUS
+        progress.failed_step = getattr(error, "step", None)
     except torch.OutOfMemoryError as error:
         first_line = str(error).strip().splitlines()[0]
         message, status = (
@@ -372,6 +415,8 @@ def train(cfg: DictConfig, progress: Progress | None = None) -> dict[str, float]
     compared = _compared_overrides()
     final_validation, training_cost = FinalValidation(), TrainingCost(int(cfg.data.batch_size))
     trainer_settings = OmegaConf.to_container(cfg.trainer, resolve=True)
+    guard = NonFiniteGuard()  # before LastCheckpoint: a step's flag is recorded before its checkpoint is written
+    last = LastCheckpoint(checkpoint, cfg.checkpoint.every_n_steps, _task_overrides(), guard.check_before_save)
     trainer = _trainer(
         **trainer_settings,
         default_root_dir=out,
@@ -379,11 +424,12 @@ def train(cfg: DictConfig, progress: Progress | None = None) -> dict[str, float]
         enable_checkpointing=False,  # LastCheckpoint writes the one checkpoint a run keeps
         plugins=[AtomicCheckpointIO()],
         callbacks=[
-            LastCheckpoint(checkpoint, cfg.checkpoint.every_n_steps, job_overrides=_task_overrides()),
+            guard,
+            last,
+            SaveOnSignal(progress.signals, last),  # after LastCheckpoint: saves only a step it has not saved
             SeedEachStep(cfg.seed),
             ReconstructionGrid(cfg.metrics.grid_images),
             CodeUsageHistogram(),
-            StopOnNonFiniteLoss(),
             final_validation,
             training_cost,
             # trainings are set in steps: one bar over the run's steps, with the rate and the time left
@@ -398,6 +444,7 @@ def train(cfg: DictConfig, progress: Progress | None = None) -> dict[str, float]
     datamodule.check(("train", "val"), world_size=trainer.world_size)
     check_shapes(cfg, module, datamodule)
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)  # last.ckpt: see LastCheckpoint
+    progress.signals.raise_if_received(trainer.global_step)  # a signal after the last step: last.ckpt is that step's
     cost = {"train": training_cost.result or {"steps": 0}}
     # The validation that ended the training scored the final weights already; validate only if none did.
     metrics = final_validation.metrics_at(trainer.global_step)
@@ -430,6 +477,7 @@ def train(cfg: DictConfig, progress: Progress | None = None) -> dict[str, float]
     record["cost"] = cost
     params = compared_hyperparameters(compared)
     log_final(trainer.logger, params, metrics, trainer.global_step, config=config, choices=record["choices"])
+    progress.signals.raise_if_received(trainer.global_step)  # interrupted: no metrics.json, it would look finished
     if trainer.is_global_zero:
         _write_results(out, record)  # last: its presence means the job finished (skip_finished relies on it)
     print(format_table(metrics, f"final metrics after {trainer.global_step} steps ({out})"))
@@ -634,6 +682,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         print(f"skipped (already evaluated): {out}")
         return finished["metrics"]
     _check_writable(out)
+    print(f"evaluating {cfg.ckpt}; results go to {out} (hydra.run.dir)")
     L.seed_everything(eval_cfg.seed, workers=True, verbose=False)
     meter = CostMeter(_evaluation_device(eval_cfg)).start()
     metrics, protocol, unavailable = evaluate_checkpoint(eval_cfg, payload, cfg.ckpt, out)

@@ -26,7 +26,11 @@ class CheckpointError(VqbenchError):
 
 
 class NonFiniteLossError(VqbenchError):
-    pass
+    """A loss, gradient norm, weight or optimizer state became NaN or infinite; ``step`` is the first such step."""
+
+    def __init__(self, message: str = "", step: int | None = None):
+        super().__init__(message)
+        self.step = step
 
 
 class OutputError(VqbenchError):

@@ -20,12 +20,13 @@ not finished are listed below the table.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 from typing import Any
 
 from vqbench.published import Column, PublishedTable, load_table, table_names
-from vqbench.results import FAILED_FILE, METRICS_FILE, read_metrics
+from vqbench.results import FAILED_FILE, INTERRUPTED_FILE, METRICS_FILE, read_metrics
 
 #: The rFID protocol of metrics.json files written before protocols were recorded: the only one vqbench computed then.
 LEGACY_RFID_PROTOCOL = "torch_fidelity"
@@ -98,6 +99,15 @@ def unfinished_jobs(directory: Path) -> list[str]:
             continue
         name = str(job.relative_to(directory)) if job != directory else "."
         failure = job / FAILED_FILE
+        interruption = job / INTERRUPTED_FILE
+        if not failure.is_file() and interruption.is_file():
+            with contextlib.suppress(OSError, ValueError):
+                record = read_metrics(interruption)
+                lines.append(
+                    f"- {name}: interrupted by {record.get('signal')} at step {record.get('step')} (checkpoint "
+                    "saved): re-running the command resumes it"
+                )
+                continue
         if not failure.is_file():
             lines.append(f"- {name}: not finished (running, or interrupted: re-running the command resumes it)")
             continue

@@ -19,6 +19,9 @@ from vqbench.permissions import as_created
 METRICS_FILE = "metrics.json"
 #: {"kind", "error", "exit_status", "step", "overrides", "vqbench_version", "written_at"}
 FAILED_FILE = "failed.json"
+#: {"kind", "signal", "exit_status", "step", "checkpoint", "resume_command", "overrides", "vqbench_version",
+#: "written_at"}: a signal ended the training after saving its checkpoint (training/interrupts.py)
+INTERRUPTED_FILE = "interrupted.json"
 
 
 def _write_record(path: Path, record: dict[str, Any]) -> Path:
@@ -52,10 +55,17 @@ def write_failure(directory: Path, record: dict[str, Any]) -> Path:
     return _write_record(directory / FAILED_FILE, record)
 
 
+def write_interruption(directory: Path, record: dict[str, Any]) -> Path:
+    """The interrupted job's record (signal, step, checkpoint, the command that resumes it)."""
+    return _write_record(directory / INTERRUPTED_FILE, record)
+
+
 def remove_failure(directory: Path) -> None:
-    """Forgets a previous failure of the job in ``directory`` (it is being retried); never touches its results."""
-    with contextlib.suppress(OSError):  # an unwritable folder: the run reports that itself
-        (directory / FAILED_FILE).unlink(missing_ok=True)
+    """Forgets a previous failure or interruption of the job in ``directory`` (it is being retried); never touches
+    its results."""
+    for name in (FAILED_FILE, INTERRUPTED_FILE):
+        with contextlib.suppress(OSError):  # an unwritable folder: the run reports that itself
+            (directory / name).unlink(missing_ok=True)
 
 
 def _failure_files(directory: Path) -> dict[Path, tuple[int, int]]:

@@ -1,4 +1,4 @@
-"""python -m vqbench.bench quantizers|train|data [options]; see each module's docstring."""
+"""python -m vqbench.bench quantizers|train|data|nonfinite [options]; see each module's docstring."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from vqbench.bench import data, quantizers, train
+from vqbench.bench import data, nonfinite, quantizers, train
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,8 +30,15 @@ def main(argv: list[str] | None = None) -> int:
     train.add_arguments(t)
     d = sub.add_parser("data", help="images/s of the plain and the cached CelebA loaders")
     data.add_arguments(d)
+    n = sub.add_parser("nonfinite", help="per-step cost of the non-finite check, vs the same step without it")
+    nonfinite.add_arguments(n)
     args = parser.parse_args(argv)
-    run = {"quantizers": quantizers.bench_quantizers, "train": train.bench_train, "data": data.bench_data}
+    run = {
+        "quantizers": quantizers.bench_quantizers,
+        "train": train.bench_train,
+        "data": data.bench_data,
+        "nonfinite": nonfinite.bench_nonfinite,
+    }
     return run[args.what](args)
 
 

@@ -27,6 +27,7 @@ from vqbench.data.resumable import ResumableLoader, ResumableShuffle, SeededItem
 from vqbench.data.sampler import StridedShardSampler
 from vqbench.errors import DataError
 from vqbench.randomness import derived_seed
+from vqbench.training.interrupts import worker_ignores_stop_signals
 
 log = logging.getLogger("vqbench.data")
 
@@ -159,6 +160,7 @@ class ImageDataModule(L.LightningDataModule):
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
             collate_fn=collate_skipping_none if self.skip_corrupt else None,
+            worker_init_fn=worker_ignores_stop_signals if self.num_workers > 0 else None,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -1,4 +1,4 @@
-"""TensorBoard image grid of originals vs reconstructions, a histogram of code usage, the NaN guard, the PNG pairs of
+"""TensorBoard image grid of originals vs reconstructions, a histogram of code usage, the PNG pairs of
 ``metrics.save_reconstructions``, and the per-step seeding that makes a resumed training exact."""
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import torch
 import torchvision
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from vqbench.errors import NonFiniteLossError
 from vqbench.metrics import to_uint8
 from vqbench.metrics.codebook_health import level_codebooks, nearest_code_distances
 from vqbench.randomness import derived_seed, seed_all_generators
@@ -90,25 +89,6 @@ class SeedEachStep(L.Callback):
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module, batch, batch_idx: int) -> None:
         seed_all_generators(derived_seed(self.seed, "step", trainer.global_step, trainer.global_rank))
-
-
-class StopOnNonFiniteLoss(L.Callback):
-    """Stops training with a clear error when the loss becomes NaN or infinite.
-
-    The check reads the loss on the host, so it runs only every ``trainer.log_every_n_steps`` steps (when Lightning
-    reads the logged values back anyway), not on every step of the hot path.
-    """
-
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        step = trainer.global_step
-        if step % max(1, trainer.log_every_n_steps) != 0:
-            return
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if loss is not None and not bool(torch.isfinite(loss)):
-            raise NonFiniteLossError(
-                f"the training loss became {float(loss)} at step {step}; the checkpoints already written are kept. "
-                "Lower optimizer.lr, set optimizer.grad_clip=1.0, or try trainer.precision=32-true"
-            )
 
 
 class SaveReconstructions(L.Callback):

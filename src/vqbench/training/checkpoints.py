@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,19 +69,35 @@ class LastCheckpoint(L.Callback):
     the run exactly. Every checkpoint the trainer writes also records ``job_overrides``, so that a re-run sweep
     recognises its own job's checkpoint."""
 
-    def __init__(self, path: Path, every_n_steps: int | None, job_overrides: list[str]):
+    def __init__(
+        self,
+        path: Path,
+        every_n_steps: int | None,
+        job_overrides: list[str],
+        before_save: Callable[[L.Trainer], None] | None = None,
+    ):
         self.path = Path(path)
         self.every_n_steps = every_n_steps
         self.job_overrides = list(job_overrides)
         self.saved_step: int | None = None
+        #: Called before every write; raises to keep the previous checkpoint (NonFiniteGuard.check_before_save)
+        self.before_save = before_save
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module, checkpoint: dict[str, Any]) -> None:
         checkpoint["vqbench_overrides"] = self.job_overrides
 
-    def _save(self, trainer: L.Trainer) -> None:
+    def _save(self, trainer: L.Trainer, snapshot: dict[str, Any] | None = None) -> None:
+        """Writes this step's checkpoint, unless written already; ``snapshot``: a checkpoint dict taken earlier in
+        the same step (SaveOnSignal's, from before an abandoned validation) instead of the trainer's state now."""
         if trainer.sanity_checking or self.saved_step == trainer.global_step:
             return
-        trainer.save_checkpoint(self.path, weights_only=False)
+        if self.before_save is not None:
+            self.before_save(trainer)
+        if snapshot is None:
+            trainer.save_checkpoint(self.path, weights_only=False)
+        else:
+            trainer.strategy.save_checkpoint(snapshot, self.path)
+            trainer.strategy.barrier("LastCheckpoint._save")
         self.saved_step = trainer.global_step
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:

@@ -45,6 +45,7 @@ from vqbench.metrics import CodebookUsage, DistinctTokens, MeanPerImage, l1, psn
 from vqbench.metrics.codebook_health import RecentCodeUsage
 from vqbench.models.tokenizer import Tokenizer
 from vqbench.training.ema import WeightEMA
+from vqbench.training.nonfinite import all_finite
 
 RECONSTRUCTION_LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss}
 log = logging.getLogger(__name__)
@@ -281,13 +282,23 @@ class TokenizerModule(L.LightningModule):
         terms["loss"] = loss
         return loss, terms
 
-    def _clip(self, optimizer) -> None:
-        if self.optimizer_settings.grad_clip:
-            self.clip_gradients(
-                optimizer, gradient_clip_val=self.optimizer_settings.grad_clip, gradient_clip_algorithm="norm"
-            )
+    def _clip(self, optimizer) -> Tensor | None:
+        """Clips the gradients' total norm to ``optimizer.grad_clip``; returns that norm (before clipping) on the
+        device, for the non-finite check, or None without clipping (or under fp16's loss scaling, whose inf
+        gradients are expected: the scaler skips those steps)."""
+        clip = self.optimizer_settings.grad_clip
+        if not clip:
+            return None
+        plugin = self.trainer.precision_plugin
+        if getattr(plugin, "scaler", None) is not None:
+            self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
+            return None
+        # What Lightning's clip_gradients does (Precision.clip_grad_by_norm), keeping the norm it computes
+        return torch.nn.utils.clip_grad_norm_(plugin.main_params(optimizer), clip)
 
-    def training_step(self, images: Tensor, batch_idx: int) -> Tensor:
+    def training_step(self, images: Tensor, batch_idx: int) -> dict[str, Tensor]:
+        """One generator (and discriminator) update. Returns the loss and whether the losses and the clipped
+        gradient norms were finite, as device tensors (NonFiniteGuard reads them without a sync per step)."""
         optimizers = self.optimizers()
         g_opt, d_opt = (optimizers[0], optimizers[1]) if isinstance(optimizers, list) else (optimizers, None)
         step = self.global_step
@@ -299,7 +310,7 @@ class TokenizerModule(L.LightningModule):
             self.recent_usage.update(self.step_indices.detach(), step)
         g_opt.zero_grad(set_to_none=True)
         self.manual_backward(total)
-        self._clip(g_opt)
+        g_norm = self._clip(g_opt)
         g_opt.step()
         if d_opt is not None:
             self.untoggle_optimizer(g_opt)
@@ -312,6 +323,7 @@ class TokenizerModule(L.LightningModule):
         if "adaptive_weight" in terms:
             log["train/adaptive_weight"] = terms["adaptive_weight"]
 
+        losses, norms = [total.detach()], [g_norm]
         if self.discriminator_active(step):
             self.toggle_optimizer(d_opt)
             if self.adversarial.recompute_reconstruction:  # the generator after its update (07352b4 run_step_d)
@@ -320,7 +332,8 @@ class TokenizerModule(L.LightningModule):
             d_loss, d_terms = self.discriminator_step_loss(images, reconstruction)
             d_opt.zero_grad(set_to_none=True)
             self.manual_backward(d_loss)
-            self._clip(d_opt)
+            norms.append(self._clip(d_opt))
+            losses.append(d_loss.detach())
             # Stepped through the strategy rather than LightningOptimizer.step, which would count a second step
             # per batch: global_step must count batches (one G and one D update each).
             self.trainer.strategy.optimizer_step(d_opt.optimizer, closure=_no_closure)
@@ -331,7 +344,8 @@ class TokenizerModule(L.LightningModule):
         log["step"] = float(step + 1)
         self.log_dict(log, prog_bar=False)
         self.log("loss", total.detach(), prog_bar=True, logger=False)
-        return total.detach()
+        finite = {"loss_finite": all_finite(losses), "grad_finite": all_finite(norms, total.device)}
+        return {"loss": total.detach(), **finite}
 
     def configure_optimizers(self):
         s = self.optimizer_settings
