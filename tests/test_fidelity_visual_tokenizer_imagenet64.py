@@ -245,3 +245,45 @@ def test_imagenet64_items_match_load_data(data_record, tmp_path):
             random.seed(item["seed"])
             pixels = dataset[index]
             assert torch.equal(pixels.permute(1, 2, 0), item["crop"]), f"{split}: {item['file']}"
+
+
+# --- the measured agreement (docs/recipes.md): python -m tests.test_fidelity_visual_tokenizer_imagenet64 -------------
+
+
+def measured_agreement() -> list[str]:
+    """One markdown row per case: the largest loss, gradient, weight and update differences, and the indices."""
+    import vqbench.sweep_configs  # noqa: F401  (the `sweep` group)
+
+    torch.set_num_threads(1)
+    lines = []
+    for name in sorted(ROWS):
+        record = torch.load(FIXTURES / f"vqvae_{name}.pt", weights_only=True)
+        sweep, row, narrowing = ROWS[name]
+        terms, indices, recorder = train_like_the_original(record, compose_row(sweep, row, narrowing))
+        loss = max(
+            float((original_terms(ours)[k] - v).abs())
+            for theirs, ours in zip(record["losses"], terms, strict=True)
+            for k, v in theirs.items()
+            if k in original_terms(ours)
+        )
+        gradients = to_vqbench_state(record["gradients"], record["quantizer"])
+        gradient = max(float((recorder.gradients[k] - g).norm() / g.norm()) for k, g in gradients.items())
+        initial = to_vqbench_state(record["initial_state"], record["quantizer"])
+        weights, update = 0.0, 0.0
+        for theirs, ours in zip(record["states"], recorder.states, strict=True):
+            for key, value in to_vqbench_state(theirs, record["quantizer"]).items():
+                weights = max(weights, float((ours[key] - value).abs().max()))
+                moved = (value - initial[key]).norm()
+                if moved > 0:
+                    update = max(update, float((ours[key] - value).norm() / moved))
+        same = all(torch.equal(a, b) for a, b in zip(record["indices"], indices, strict=True))
+        overrides = " ".join([f"+sweep={sweep}", *row, *narrowing])
+        lines.append(
+            f"| {name} | `{overrides}` | {loss:.1e} | {gradient:.1e} | {weights:.1e} | {update:.1e} | "
+            f"{'identical' if same else 'DIFFER'} |"
+        )
+    return lines
+
+
+if __name__ == "__main__":
+    print("\n".join(measured_agreement()))
