@@ -56,8 +56,8 @@ ROWS = {
     "fsq_8-8-8": ("celeba64_fsq", ["sweep/celeba64_fsq_rows=8-8-8"], []),
     "fsq_8-5-5-5": ("celeba64_fsq", ["sweep/celeba64_fsq_rows=8-5-5-5"], []),
     "lfq_9": ("celeba64_lfq", ["codebook.dim=9"], []),
-    # The original has a CelebA SimVQ config (configs/celeba64/simvqvae.yaml) but its table has no SimVQ row.
-    "simvq_d64": (None, ["quantizer=simvq"], ["codebook.size=128"]),
+    # the SimVQ table of docs/benchmark-celeba64.md as of ff3c255 (configs/celeba64/simvqvae.yaml)
+    "simvq_d64": ("celeba64_simvq", ["codebook.dim=64"], ["codebook.size=128"]),
 }
 
 #: (gradient norm, update norm, element) tolerances; see the module docstring

@@ -44,6 +44,8 @@ class Source:
 CELEBA = "visual-tokenizer-pytorch_benchmark-celeba64.md"
 IMAGENET256 = "visual-tokenizer-pytorch_benchmark-imagenet256.md"
 IMAGENET256_351D29D = "visual-tokenizer-pytorch_benchmark-imagenet256_351d29d.md"
+IMAGENET64 = "visual-tokenizer-pytorch_benchmark-imagenet64.md"
+CELEBA_SIMVQ = "visual-tokenizer-pytorch_benchmark-celeba64_ff3c255.md"
 FSQ = "vector-quantize_README.md"
 
 
@@ -60,6 +62,12 @@ SOURCES: dict[str, list[Source]] = {
     "celeba64_vq_entropy": [Source(CELEBA, "VQVAE: Effect of entropy regularization")],
     "celeba64_fsq": [Source(CELEBA, "FSQ-VAE")],
     "celeba64_lfq": [Source(CELEBA, "LFQ-VAE")],
+    "celeba64_simvq": [Source(CELEBA_SIMVQ, "SimVQ-VAE")],
+    "imagenet64_vq": [Source(IMAGENET64, "VQVAE")],
+    "imagenet64_fsq": [Source(IMAGENET64, "FSQ-VAE")],
+    "imagenet64_lfq": [Source(IMAGENET64, "LFQ-VAE")],
+    "imagenet64_simvq": [Source(IMAGENET64, "SimVQ-VAE")],
+    "imagenet64_ibq": [Source(IMAGENET64, "IBQ-VAE")],
     "imagenet256_vqgan": [
         Source(IMAGENET256, 'Using hyperparameters from "Taming Transformers" paper', constants={"Recipe": "Taming"}),
         Source(IMAGENET256, 'Using hyperparameters from "LlamaGen" paper', constants={"Recipe": "LlamaGen"}),

@@ -1,9 +1,11 @@
 """One sweep per published table, resuming when re-run, and the report in the published layout."""
 
 import json
+import math
 
 import pytest
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from tests.conftest import run_cli
 from tests.test_config import CONF
@@ -19,6 +21,12 @@ TABLES = [
     "celeba64_vq_entropy",
     "celeba64_fsq",
     "celeba64_lfq",
+    "celeba64_simvq",
+    "imagenet64_vq",
+    "imagenet64_fsq",
+    "imagenet64_lfq",
+    "imagenet64_simvq",
+    "imagenet64_ibq",
     "imagenet256_vqgan",
     "imagenet256_vqgan_351d29d",
     "llvq",
@@ -32,7 +40,7 @@ def compose_sweep(name: str, overrides=()):
 
 
 def test_one_sweep_per_published_table_and_each_cites_its_source():
-    assert set(TABLES) <= {p.stem for p in (ROOT / "sweeps").glob("*.yaml")}
+    assert set(TABLES) == {p.stem for p in (ROOT / "sweeps").glob("*.yaml")} - {"common"}
     assert set(TABLES) <= set(table_names())
     for name in TABLES:
         lines = (ROOT / "sweeps" / f"{name}.yaml").read_text().splitlines()
@@ -47,7 +55,7 @@ def test_one_sweep_per_published_table_and_each_cites_its_source():
 
 
 def test_celeba_sweeps_run_the_full_published_recipe():
-    for name in [t for t in TABLES if t.startswith("celeba64")]:
+    for name in [t for t in TABLES if t.startswith("celeba64") and t != "celeba64_simvq"]:  # the 07352b4 tables
         cfg = compose_sweep(name)
         assert cfg.trainer.max_steps == 500_000 and cfg.data.batch_size == 256 and cfg.optimizer.lr == 4e-4, name
         # the table's evaluation protocol: usage over every test token, piqa's Gaussian SSIM
@@ -71,6 +79,71 @@ def test_celeba_sweeps_run_the_full_published_recipe():
     rows = imagenet.hydra.sweeper.params["sweep/imagenet128_fsq_rows"].split(",")
     assert len(rows) * 2 == len(load_table("imagenet128_fsq").rows)  # x {fp32, bf16}
     assert {p.stem for p in (ROOT / "sweeps" / "imagenet128_fsq_rows").glob("*.yaml")} == set(rows)
+
+
+def test_tables_of_351d29d_run_its_full_recipe_and_measure_as_its_evaluate_py():
+    """The ImageNet-64 tables and the CelebA SimVQ table (visual-tokenizer-pytorch ff3c255 .. 351d29d): the same
+    SimpleCNN recipe, measured with scikit-image's SSIM (metrics/ssim.py from 541af4e on) over every test token."""
+    names = [t for t in TABLES if t.startswith("imagenet64")] + ["celeba64_simvq"]
+    composed = {name: compose_sweep(name) for name in names}
+    for name, cfg in composed.items():
+        assert cfg.trainer.max_steps == 500_000 and cfg.data.batch_size == 256 and cfg.optimizer.lr == 4e-4, name
+        assert cfg.optimizer.betas == [0.9, 0.999] and cfg.optimizer.schedule == "constant", name
+        assert cfg.metrics.ssim_window == "uniform" and cfg.metrics.usage_window is None, name
+        assert cfg.hydra.runtime.choices.model == "simple_cnn" and cfg.model.residual_skip == "relu", name
+        if name.startswith("imagenet64"):
+            # utils/data.py with crop: random: random_crop_arr and flips for train, center_crop_arr for val
+            assert cfg.hydra.runtime.choices.data == "imagenet" and cfg.data.resolution == 64, name
+            assert cfg.data.make_dataset.crop == "adm" and cfg.data.flip, name
+    choices = {name: cfg.hydra.runtime.choices.quantizer for name, cfg in composed.items()}
+    assert choices == {
+        "imagenet64_vq": "vq",
+        "imagenet64_fsq": "fsq",
+        "imagenet64_lfq": "lfq",
+        "imagenet64_simvq": "simvq",
+        "imagenet64_ibq": "ibq",
+        "celeba64_simvq": "simvq",
+    }
+    vq = composed["imagenet64_vq"]
+    assert vq.quantizer.l2_norm_mode == "seed" and vq.quantizer.codebook_entropy_epsilon == 1e-5
+    assert composed["imagenet64_lfq"].quantizer.codebook_entropy_epsilon == 1e-5
+    ibq = composed["imagenet64_ibq"].quantizer  # configs/imagenet64/ibqvae.yaml and train_vqvae.py's loss
+    weights = (ibq.codebook_weight, ibq.double_quant_weight, ibq.commitment_weight, ibq.entropy_weight)
+    assert weights == (1, 1, 0.25, 0.1)  # loss_vq = codebook + double quant, coef_commit 0.25, coef_entropy 0.1
+    # each row file composes to its published row, whatever the order of the job's overrides
+    for name in ("imagenet64_vq", "imagenet64_fsq", "imagenet64_lfq"):
+        _rows_compose_to_the_published_rows(name, f"{name}_rows", composed[name])
+
+
+def _rows_compose_to_the_published_rows(name: str, group: str, sweep_cfg) -> None:
+    """Each file of sweeps/GROUP/ composes to one published row's key cells, and the files cover the published rows
+    (a multirun job lists the row before +sweep=NAME; the first row is also composed after it: the row must win
+    either way). FSQ: codebook.dim = len(levels), size = their product; LFQ: size = 2^dim."""
+    rows = sweep_cfg.hydra.sweeper.params[f"sweep/{group}"].split(",")
+    assert {p.stem for p in (ROOT / "sweeps" / group).glob("*.yaml")} == set(rows), name
+    table = load_table(name)
+    matched = [i for i, column in enumerate(table.keys) if column.key is not None]
+    published = {tuple(str(keys[i]) for i in matched) for keys, _ in table.rows}
+    composed = set()
+    orders = [(row, [f"sweep/{group}={row}", f"+sweep={name}"]) for row in rows]
+    orders.append((rows[0], [f"+sweep={name}", f"sweep/{group}={rows[0]}"]))
+    for row, overrides in orders:
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = OmegaConf.to_container(compose(config_name="config", overrides=overrides), resolve=True)
+        cells = []
+        for i in matched:
+            value = cfg
+            for part in table.keys[i].key.split("."):
+                value = value[part]
+            cells.append(str(value))
+        composed.add(tuple(cells))
+        codebook, quantizer = cfg["codebook"], cfg["quantizer"]
+        if name == "imagenet64_fsq":
+            assert codebook["dim"] == len(quantizer["levels"]), row
+            assert codebook["size"] == math.prod(quantizer["levels"]), row
+        if name == "imagenet64_lfq":
+            assert codebook["size"] == 2 ** codebook["dim"], row
+    assert composed == published, name
 
 
 def test_launcher_configs_compose():
@@ -146,7 +219,7 @@ def test_sweep_evaluates_reports_and_resumes_after_an_interruption(tmp_path, cap
 
 @pytest.mark.sweeps
 @pytest.mark.parametrize("name", TABLES)
-def test_every_sweep_runs_at_tiny_scale(name, tmp_path):
+def test_every_sweep_runs_at_tiny_scale(tmp_path, name):
     small_gan = ["data.resolution=32", "loss.perceptual.pretrained=false", "loss.adversarial.start_step=1"]
     extra = {
         "imagenet256_vqgan": small_gan,
@@ -161,7 +234,8 @@ def test_every_sweep_runs_at_tiny_scale(name, tmp_path):
     expected_jobs = {"celeba64_vq_dim": 5, "celeba64_vq_size": 3, "celeba64_vq_l2": 4, "celeba64_vq_ema": 4}
     expected_jobs |= {"celeba64_vq_entropy": 2, "celeba64_fsq": 2, "celeba64_lfq": 1, "imagenet256_vqgan": 2}
     expected_jobs |= {"imagenet256_vqgan_351d29d": 2}
-    expected_jobs |= {"llvq": 12, "imagenet128_fsq": 2}
+    expected_jobs |= {"llvq": 12, "imagenet128_fsq": 2, "celeba64_simvq": 1, "imagenet64_vq": 9}
+    expected_jobs |= {"imagenet64_fsq": 3, "imagenet64_lfq": 3, "imagenet64_simvq": 3, "imagenet64_ibq": 3}
     sweep = tmp_path / name
     run_cli("-m", f"+sweep={name}", *TINY_SWEEP, *extra.get(name, []), f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     jobs = list(sweep.glob("*/metrics.json"))

@@ -559,6 +559,16 @@ EXPERIMENTS = {
         "codebook.dim": 64,
         "loss.reconstruction": "mse",
     },
+    "imagenet64_vqvae": {
+        "data.batch_size": 256,
+        "data.resolution": 64,
+        "optimizer.lr": 4e-4,
+        "trainer.max_steps": 500_000,
+        "codebook.size": 512,
+        "codebook.dim": 64,
+        "loss.reconstruction": "mse",
+        "metrics.ssim_window": "uniform",
+    },
     "imagenet256_vqgan_taming": {
         "data.batch_size": 16,
         "optimizer.name": "adam",
