@@ -13,6 +13,9 @@ can then be cached.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from vqbench.data.files import ImageFiles
 from vqbench.data.images import find_images, require_root
 from vqbench.data.transforms import CenterCropADM, RandomResizedCropADM, ResizeThenCenterCrop
@@ -39,8 +42,14 @@ def imagenet_split(
     files = find_images(folder)
     if not files:
         raise DataError(f"{folder} holds no image files; data=imagenet expects {LAYOUT}")
-    if crop == "center":
-        transform = ResizeThenCenterCrop(resolution)
+    if split == "train" and crop == "adm":
+        transform = RandomResizedCropADM(resolution)
     else:
-        transform = RandomResizedCropADM(resolution) if split == "train" else CenterCropADM(resolution)
+        transform = evaluation_transform({"crop": crop}, resolution)
     return ImageFiles(files, transform, channels, "imagenet", base, skip_corrupt)
+
+
+def evaluation_transform(settings: Mapping[str, Any], resolution: int) -> CenterCropADM | ResizeThenCenterCrop:
+    """The val / test preprocessing of ``data.make_dataset`` settings ``settings``: ADM's centre crop, or
+    Resize + CenterCrop with ``crop="center"``."""
+    return ResizeThenCenterCrop(resolution) if settings.get("crop", "adm") == "center" else CenterCropADM(resolution)
