@@ -255,8 +255,12 @@ def loss_weights(quantizer_cfg: DictConfig, quantizer: type[Quantizer]) -> dict[
     a weight that is not a number, or a ``*_weight`` key that weighs no loss of the class (and is no constructor
     argument) is a ConfigError naming the key and the class's losses."""
     settings = OmegaConf.to_container(quantizer_cfg, resolve=True)
-    names = ", ".join(quantizer.loss_names) or "none"
-    losses = f"{quantizer.__name__} returns the losses {names}, each weighted by quantizer.<name>_weight"
+    names = ", ".join(quantizer.loss_names)
+    losses = (
+        f"{quantizer.__name__} returns the losses {names}, each weighted by quantizer.<name>_weight"
+        if names
+        else f"{quantizer.__name__} returns no losses (its loss_names)"
+    )
     arguments = inspect.signature(quantizer.__init__).parameters
     for key in settings:
         unknown = key.removesuffix(WEIGHT_SUFFIX) not in quantizer.loss_names and key not in arguments
