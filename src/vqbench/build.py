@@ -68,10 +68,13 @@ def check_config(cfg: DictConfig) -> None:
     quantizer = quantizer_class(cfg.quantizer)
     codebook_init = OmegaConf.select(cfg, "codebook.init", default="uniform")
     if codebook_init not in quantizer.codebook_inits:
-        raise ConfigError(
-            f"codebook.init={codebook_init} needs a quantizer with a learned codebook (quantizer=vq or ema); "
-            f"{quantizer.__name__} takes codebook.init={' or '.join(quantizer.codebook_inits)}"
-        )
+        takes = f"{quantizer.__name__} takes codebook.init={' or '.join(quantizer.codebook_inits)}"
+        if quantizer.codebook_inits == ("uniform",):
+            raise ConfigError(
+                f"codebook.init={codebook_init} needs a quantizer with a learned codebook (quantizer=vq or ema); "
+                f"{takes}"
+            )
+        raise ConfigError(f"codebook.init={codebook_init} is not a codebook initialisation: {takes}")
     loss_weights(cfg.quantizer, quantizer)
     if cfg.loss.reconstruction not in ("mse", "l1"):
         raise ConfigError(f"loss.reconstruction must be one of mse, l1; got {cfg.loss.reconstruction!r}")
