@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from vqbench.build import build_quantizer, quantizer_class
 from vqbench.compose import compose_config
+from vqbench.metrics.codebook_health import level_codebooks
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 QUANTIZERS = sorted(path.stem for path in (CONF / "quantizer").glob("*.yaml"))
@@ -154,3 +155,14 @@ def test_training_forward_has_no_host_device_sync(case):
         out = quantizer(z)
         total = out.codes.sum() + sum(weights[name] * value for name, value in out.losses.items())
     total.backward()
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_codebook_health_reads_every_code(case):
+    """The validation's codebook health (code norms, nearest-code distances) gets K x d code vectors per level."""
+    quantizer, _ = build(case)
+    codebooks = level_codebooks(quantizer)
+    if quantizer.codebook_size is None:
+        assert codebooks is None
+    else:
+        assert codebooks and all(c.shape == (quantizer.codebook_size, DIM) for c in codebooks)
