@@ -206,7 +206,8 @@ def _override_keys(overrides: Collection[str]) -> set[str]:
 
 
 def reconcile_codebook_size(cfg: DictConfig, overrides: Collection[str] = ()) -> None:
-    """Makes ``codebook.size`` the true size of a scalar quantizer's codebook (FSQ, SFSQ), in place.
+    """Makes ``codebook.size`` the true size of a scalar quantizer's codebook (FSQ, SFSQ: classes that declare
+    ``codebook_from_levels``), in place.
 
     Their codebook is the product of ``quantizer.levels``, so the levels are the source of truth: given levels
     set ``codebook.size``; without levels, ``codebook.size`` picks the FSQ paper's levels (table 1), whose product
