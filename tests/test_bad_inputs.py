@@ -269,6 +269,10 @@ CASES: dict[str, Setup] = {
     ),
     "seed": lambda s, t: ([*TINY, "seed=-1"], "seed must be a non-negative integer, got -1"),
     "weight type": lambda s, t: ([*TINY, "quantizer.commitment_weight=lots"], "quantizer.commitment_weight must be a"),
+    "weight of no loss": lambda s, t: (
+        [*TINY, "+quantizer.comitment_weight=0.25"],
+        "quantizer.comitment_weight weighs no loss: VectorQuantizer returns the losses codebook, commitment, entropy",
+    ),
     "train split < batch": lambda s, t: (
         [*TINY, "data.make_dataset.train_length=3"],
         "the train split has 3 images, fewer than one batch (data.batch_size=4 x 1 processes); lower data.batch_size",

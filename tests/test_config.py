@@ -12,6 +12,7 @@ from vqbench.build import (
     build_tokenizer,
     build_training_module,
     check_config,
+    quantizer_class,
     reconcile_codebook_size,
 )
 from vqbench.errors import ConfigError
@@ -88,6 +89,50 @@ def test_entropy_weight_switches_the_entropy_term_on():
     assert quantizer.compute_entropy and weights["entropy"] == 0.1
 
 
+@pytest.mark.parametrize("name", ["lfq", "bsq", "ibq"])
+def test_optional_losses_are_computed_when_any_of_their_weights_is_not_zero(name):
+    """The class's optional_losses name the switch and its terms; the switch follows their weights."""
+    switch, terms = next(iter(quantizer_class(compose_cfg([f"quantizer={name}"]).quantizer).optional_losses.items()))
+    off = [f"quantizer={name}", "codebook.size=256", *(f"quantizer.{term}_weight=0" for term in terms)]
+    assert getattr(build_quantizer(compose_cfg(off).quantizer)[0], switch) is False
+    one_on = [*off, f"quantizer.{terms[-1]}_weight=0.5"]
+    assert getattr(build_quantizer(compose_cfg(one_on).quantizer)[0], switch) is True
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["~quantizer.entropy_weight"],
+            r"quantizer.entropy_weight is missing: VectorQuantizer returns the losses codebook, commitment, entropy",
+        ),
+        (
+            ["+quantizer.perceptual_weight=1"],
+            r"quantizer.perceptual_weight weighs no loss: VectorQuantizer returns the losses codebook, commitment, "
+            "entropy",
+        ),
+        (
+            ["quantizer=fsq", "+quantizer.commitment_weight=1"],
+            r"quantizer.commitment_weight weighs no loss: FSQ returns no",
+        ),
+        (
+            ["quantizer._target_=vqbench.quantizers.Nope"],
+            r"quantizer._target_=vqbench.quantizers.Nope cannot be imported",
+        ),
+        (
+            ["quantizer._target_=torch.nn.Linear"],
+            r"quantizer._target_=torch.nn.Linear is not a vqbench.quantizers.Quantizer",
+        ),
+    ],
+)
+def test_loss_weights_must_match_the_losses_the_class_declares(overrides, message):
+    cfg = compose_cfg(overrides)
+    with pytest.raises(ConfigError, match=message):
+        check_config(cfg)
+    with pytest.raises(ConfigError, match=message):
+        build_quantizer(cfg.quantizer)
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [
@@ -147,5 +192,9 @@ def test_codebook_init_kmeans_is_refused_for_quantizers_without_a_learned_codebo
         check_config(compose_cfg(["quantizer=fsq", "codebook.init=kmeans"]))
     with pytest.raises(ConfigError, match="codebook.init must be one of"):
         build_tokenizer(compose_cfg(["codebook.init=random"]))
+    with pytest.raises(
+        ConfigError, match="codebook.init=random is not .* VectorQuantizer takes codebook.init=uniform or"
+    ):
+        check_config(compose_cfg(["codebook.init=random"]))
     quantizer, _ = build_quantizer(compose_cfg(["quantizer=ema", "codebook.init=kmeans"]).quantizer)
     assert quantizer.kmeans.iterations == 10 and quantizer.kmeans.batches == 1

@@ -61,6 +61,9 @@ NOT_OVERRIDES: dict[str, str] = {
     "decay=0.99": "an argument of vector-quantize-pytorch's VectorQuantize (docs/benchmarks.md)",
     "data_range=2.0": "an argument of scikit-image's structural_similarity (docs/protocol.md)",
     "trainer.gradient_clip_val=...": "the README names it as the key not to use (optimizer.grad_clip clips)",
+    "quantizer=toy": "docs/extending.md's example: it exists once its files are written (tests/test_extending.py)",
+    "quantizer=vq,toy": "docs/extending.md's example sweep, with its toy quantizer (see quantizer=toy)",
+    "data=toy": "docs/extending.md's example: it exists once its files are written (tests/test_extending.py)",
     "PreemptMode=REQUEUE": "a SLURM cluster setting of slurm.conf (docs/resuming-and-failures.md)",
     "quantizer=vq,codebook.dim=4": "a TensorBoard run name, made of a sweep job's overrides (docs/results.md)",
 }

@@ -7,6 +7,7 @@ caught and reported with the fix, before any training starts.
 from __future__ import annotations
 
 import copy
+import inspect
 import itertools
 import logging
 import math
@@ -16,7 +17,7 @@ from typing import Any
 
 import torch
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
@@ -71,16 +72,17 @@ def check_config(cfg: DictConfig) -> None:
             raise ConfigError(f"{key} must be a positive integer, got {value!r}")
     if not isinstance(cfg.codebook.l2_norm, bool):
         raise ConfigError(f"codebook.l2_norm must be true or false, got {cfg.codebook.l2_norm!r}")
+    quantizer = quantizer_class(cfg.quantizer)
     codebook_init = OmegaConf.select(cfg, "codebook.init", default="uniform")
-    if codebook_init != "uniform" and "init" not in cfg.quantizer:
-        raise ConfigError(
-            f"codebook.init={codebook_init} needs a quantizer with a learned codebook (quantizer=vq or ema); "
-            "use codebook.init=uniform with this quantizer"
-        )
-    for key, value in cfg.quantizer.items():
-        # Negative weights are legitimate (the dense lattice's gamma = -1), so only the type is checked.
-        if key.endswith(WEIGHT_SUFFIX) and (not isinstance(value, (int, float)) or isinstance(value, bool)):
-            raise ConfigError(f"quantizer.{key} must be a number, got {value!r}")
+    if codebook_init not in quantizer.codebook_inits:
+        takes = f"{quantizer.__name__} takes codebook.init={' or '.join(quantizer.codebook_inits)}"
+        if quantizer.codebook_inits == ("uniform",):
+            raise ConfigError(
+                f"codebook.init={codebook_init} needs a quantizer with a learned codebook (quantizer=vq or ema); "
+                f"{takes}"
+            )
+        raise ConfigError(f"codebook.init={codebook_init} is not a codebook initialisation: {takes}")
+    loss_weights(cfg.quantizer, quantizer)
     if cfg.loss.reconstruction not in ("mse", "l1"):
         raise ConfigError(f"loss.reconstruction must be one of mse, l1; got {cfg.loss.reconstruction!r}")
     adversarial = cfg.loss.get("adversarial")
@@ -239,14 +241,15 @@ def _override_keys(overrides: Collection[str]) -> set[str]:
 
 
 def reconcile_codebook_size(cfg: DictConfig, overrides: Collection[str] = ()) -> None:
-    """Makes ``codebook.size`` the true size of a scalar quantizer's codebook (FSQ, SFSQ), in place.
+    """Makes ``codebook.size`` the true size of a scalar quantizer's codebook (FSQ, SFSQ: classes that declare
+    ``codebook_from_levels``), in place.
 
     Their codebook is the product of ``quantizer.levels``, so the levels are the source of truth: given levels
     set ``codebook.size``; without levels, ``codebook.size`` picks the FSQ paper's levels (table 1), whose product
     may differ (1024 -> [8,5,5,5], 1000 codes). Either way the config then records the levels and the real size.
     ``codebook.size`` and ``quantizer.levels`` both given on the command line (``overrides``) must agree.
     """
-    if "levels" not in cfg.quantizer:
+    if not quantizer_class(cfg.quantizer).codebook_from_levels:
         return
     levels = cfg.quantizer.levels
     given = _override_keys(overrides)
@@ -276,18 +279,65 @@ def reconcile_codebook_size(cfg: DictConfig, overrides: Collection[str] = ()) ->
     cfg.quantizer.levels = list(levels)
 
 
+def quantizer_class(quantizer_cfg: DictConfig) -> type[Quantizer]:
+    """The Quantizer subclass that ``quantizer._target_`` names, whose declarations (``loss_names``,
+    ``optional_losses``, ``codebook_from_levels``, ``codebook_inits``; see ``vqbench.quantizers.base``) say how its
+    config is read."""
+    target = quantizer_cfg.get("_target_")
+    try:
+        cls = get_class(str(target))
+    except (ImportError, ValueError) as error:
+        raise ConfigError(f"quantizer._target_={target} cannot be imported: {str(error).splitlines()[0]}") from None
+    if not issubclass(cls, Quantizer):
+        raise ConfigError(
+            f"quantizer._target_={target} is not a vqbench.quantizers.Quantizer subclass (docs/extending.md)"
+        )
+    return cls
+
+
+def loss_weights(quantizer_cfg: DictConfig, quantizer: type[Quantizer]) -> dict[str, float]:
+    """{loss name: weight} from ``quantizer.<name>_weight``, for exactly the class's ``loss_names``: a missing weight,
+    a weight that is not a number, or a ``*_weight`` key that weighs no loss of the class (and is no constructor
+    argument) is a ConfigError naming the key and the class's losses."""
+    settings = OmegaConf.to_container(quantizer_cfg, resolve=True)
+    names = ", ".join(quantizer.loss_names)
+    losses = (
+        f"{quantizer.__name__} returns the losses {names}, each weighted by quantizer.<name>_weight"
+        if names
+        else f"{quantizer.__name__} returns no losses (its loss_names)"
+    )
+    arguments = inspect.signature(quantizer.__init__).parameters
+    for key in settings:
+        unknown = key.removesuffix(WEIGHT_SUFFIX) not in quantizer.loss_names and key not in arguments
+        if key.endswith(WEIGHT_SUFFIX) and unknown:
+            raise ConfigError(f"quantizer.{key} weighs no loss: {losses}; remove the key or fix its name")
+    weights = {}
+    for name in quantizer.loss_names:
+        key = f"{name}{WEIGHT_SUFFIX}"
+        if key not in settings:
+            raise ConfigError(f"quantizer.{key} is missing: {losses}; add quantizer.{key}=VALUE (0 turns it off)")
+        value = settings[key]
+        # Negative weights are legitimate (the dense lattice's gamma = -1), so only the type is checked.
+        if not _is_number(value):
+            raise ConfigError(f"quantizer.{key} must be a number, got {value!r}")
+        weights[name] = float(value)
+    return weights
+
+
 def build_quantizer(quantizer_cfg: DictConfig) -> tuple[Quantizer, dict[str, float]]:
     """The quantizer and the weights of its named losses.
 
-    Keys ending in ``_weight`` are loss weights (``commitment_weight`` weighs the ``commitment`` term); they are not
-    constructor arguments. Entropy terms are costly, so when all of a quantizer's entropy weights are zero it is
-    built with ``compute_entropy=False`` and does not compute them.
+    The class that ``quantizer._target_`` names declares its losses (``loss_names``): ``quantizer.<name>_weight``
+    weighs the term ``name`` and is not a constructor argument. Its costly terms (``optional_losses``) are switched
+    off in the constructor when all their weights are zero, so they are not computed.
     """
+    quantizer = quantizer_class(quantizer_cfg)
+    weights = loss_weights(quantizer_cfg, quantizer)
     kwargs = OmegaConf.to_container(quantizer_cfg, resolve=True)
-    weights = {k[: -len(WEIGHT_SUFFIX)]: float(kwargs.pop(k)) for k in list(kwargs) if k.endswith(WEIGHT_SUFFIX)}
-    entropy_weights = [w for name, w in weights.items() if name.endswith("entropy")]
-    if entropy_weights:
-        kwargs["compute_entropy"] = any(w != 0 for w in entropy_weights)
+    for name in weights:
+        del kwargs[f"{name}{WEIGHT_SUFFIX}"]
+    for switch, names in quantizer.optional_losses.items():
+        kwargs[switch] = any(weights[name] != 0 for name in names)
     return _instantiate(kwargs, "quantizer"), weights
 
 

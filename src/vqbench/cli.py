@@ -392,8 +392,9 @@ def _resume_from(cfg: DictConfig, out: Path) -> str | None:
 
 def train(cfg: DictConfig, progress: Progress | None = None) -> dict[str, float]:
     progress = progress or Progress()
+    # before anything reads a _target_ (check_config resolves the quantizer's class): docs/checkpoints.md
+    check_targets(OmegaConf.to_container(cfg, resolve=False), trusted_prefixes(cfg))
     check_config(cfg)
-    check_targets(OmegaConf.to_container(cfg, resolve=False), trusted_prefixes(cfg))  # docs/checkpoints.md
     reconcile_codebook_size(cfg, _task_overrides())
     out = _output_dir()
     finished = _finished_results(cfg, out)
@@ -673,8 +674,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     trained = OmegaConf.create(payload["vqbench_config"])
     overrides = _task_overrides()
     eval_cfg = evaluation_config(trained, cfg, overrides)
-    check_config(eval_cfg)
     check_targets(OmegaConf.to_container(eval_cfg, resolve=False), trusted_prefixes(cfg))
+    check_config(eval_cfg)
     reconcile_codebook_size(eval_cfg)  # checkpoints written before the levels defined codebook.size
     out = _output_dir()
     finished = _finished_results(cfg, out)

@@ -12,7 +12,9 @@ if ``resolution`` is not 148 (AGKhalil/ll-vq-vae).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from vqbench.data.files import ImageFiles
 from vqbench.data.images import require_root
@@ -78,3 +80,8 @@ def celeba_split(
             f"(first: {missing[0]}); the folder and the partition file must come from the same CelebA release"
         )
     return ImageFiles([images / n for n in names], transform, channels, "celeba", base, skip_corrupt)
+
+
+def evaluation_transform(settings: Mapping[str, Any], resolution: int):
+    """The preprocessing of every split (``data.make_dataset.crop``)."""
+    return celeba_transform(settings.get("crop", "seed"), resolution)

@@ -12,15 +12,19 @@ is not 28.
 from __future__ import annotations
 
 import gzip
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from vqbench.data.images import require_root
+from vqbench.data.images import require_root, to_uint8_tensor
 from vqbench.data.splits import holdout_size, seeded_split
 from vqbench.errors import ConfigError, DataError
 
@@ -83,3 +87,25 @@ def fashion_mnist_split(
         train, val = seeded_split(indices, holdout_size(len(indices), 55_000, 5_000), seed)
         images = images[train if split == "train" else val]
     return ImageArray(images, resolution)
+
+
+@dataclass(frozen=True)
+class AntialiasedResize:
+    """``ImageArray``'s resize on a PIL image: torch's antialiased bilinear interpolation of the uint8 pixels, rounded
+    back to uint8; none when the image already has ``resolution`` pixels."""
+
+    resolution: int
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        if image.size == (self.resolution, self.resolution):
+            return image
+        pixels = to_uint8_tensor(image)[None].float()
+        size = (self.resolution, self.resolution)
+        resized = F.interpolate(pixels, size=size, mode="bilinear", antialias=True).round().clamp(0, 255)
+        array = resized[0].to(torch.uint8).permute(1, 2, 0).numpy()
+        return Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
+
+
+def evaluation_transform(settings: Mapping[str, Any], resolution: int) -> AntialiasedResize:
+    """The preprocessing of every split, for PIL images."""
+    return AntialiasedResize(resolution)

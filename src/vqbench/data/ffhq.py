@@ -8,6 +8,9 @@ so ``val`` and ``test`` are both the held-out images (no model selection uses th
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from vqbench.data.files import ImageFiles
 from vqbench.data.images import find_images, require_root
 from vqbench.data.splits import holdout_size, seeded_split
@@ -26,4 +29,9 @@ def ffhq_split(
         raise DataError(f"data.root={base} holds {len(files)} PNG files; data=ffhq expects {LAYOUT}")
     train, held_out = seeded_split(files, holdout_size(len(files), 60_000, 10_000), seed)
     chosen = train if split == "train" else held_out
-    return ImageFiles(chosen, ResizeSquare(resolution), channels, "ffhq", base, skip_corrupt)
+    return ImageFiles(chosen, evaluation_transform({}, resolution), channels, "ffhq", base, skip_corrupt)
+
+
+def evaluation_transform(settings: Mapping[str, Any], resolution: int) -> ResizeSquare:
+    """The preprocessing of every split: a resize to ``resolution`` x ``resolution``."""
+    return ResizeSquare(resolution)

@@ -1,6 +1,8 @@
 """Writers of small datasets in each real on-disk format, from the sample photographs (real image content).
 
 Used by the tests and by `python -m vqbench.bench data`; every file is what the real dataset ships, only fewer.
+``write_NAME(root)`` writes the data of ``data=NAME`` (conf/data/NAME.yaml) and returns its ``data.root``: the dataset
+contract test (tests/test_dataset_contract.py) loads a batch of every dataset that has one.
 """
 
 from __future__ import annotations
@@ -58,6 +60,16 @@ def write_png_folder(root: Path, count: int, size: int, nested: bool = True) -> 
         folder.mkdir(parents=True, exist_ok=True)
         image.save(folder / f"{i:05d}.png")
     return root
+
+
+def write_ffhq(root: Path) -> Path:
+    """A small FFHQ: 8 PNGs of 64x64 in numbered sub-folders."""
+    return write_png_folder(root, 8, 64)
+
+
+def write_folder(root: Path) -> Path:
+    """A small folder of images for ``data=folder``: 8 PNGs of 48x48."""
+    return write_png_folder(root, 8, 48)
 
 
 def write_idx_images(path: Path, images: np.ndarray, compress: bool) -> Path:

@@ -11,6 +11,9 @@ link can neither loop nor put one image into both splits.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from vqbench.data.files import ImageFiles
 from vqbench.data.images import IMAGE_EXTENSIONS, find_images, require_root
 from vqbench.data.splits import seeded_split
@@ -37,6 +40,11 @@ def folder_split(
     if len(files) < 2:
         raise DataError(f"data.root={base} holds {len(files)} image files; data=folder needs at least 2 {LAYOUT}")
     train, held_out = seeded_split(files, max(1, round(len(files) * holdout_fraction)), seed)
-    transform = CenterCropADM(resolution) if center_crop else ResizeSquare(resolution)
+    transform = evaluation_transform({"center_crop": center_crop}, resolution)
     chosen = train if split == "train" else held_out
     return ImageFiles(chosen, transform, channels, "folder", base, skip_corrupt, viewer=True)
+
+
+def evaluation_transform(settings: Mapping[str, Any], resolution: int) -> CenterCropADM | ResizeSquare:
+    """The preprocessing of every split: centre crop (``center_crop=true``) or a resize to a square."""
+    return CenterCropADM(resolution) if settings.get("center_crop", True) else ResizeSquare(resolution)

@@ -18,6 +18,8 @@ with a warning: no image is trained on and evaluated.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 from vqbench.data.files import ImageFiles
 from vqbench.data.images import require_root, scan_images
@@ -61,8 +63,14 @@ def imagenet_split(
                 base / "val",
                 first,
             )
-    if crop == "center":
-        transform = ResizeThenCenterCrop(resolution)
+    if split == "train" and crop == "adm":
+        transform = RandomResizedCropADM(resolution)
     else:
-        transform = RandomResizedCropADM(resolution) if split == "train" else CenterCropADM(resolution)
+        transform = evaluation_transform({"crop": crop}, resolution)
     return ImageFiles(files, transform, channels, "imagenet", base, skip_corrupt)
+
+
+def evaluation_transform(settings: Mapping[str, Any], resolution: int) -> CenterCropADM | ResizeThenCenterCrop:
+    """The val / test preprocessing of ``data.make_dataset`` settings ``settings``: ADM's centre crop, or
+    Resize + CenterCrop with ``crop="center"``."""
+    return ResizeThenCenterCrop(resolution) if settings.get("crop", "adm") == "center" else CenterCropADM(resolution)

@@ -8,10 +8,14 @@ Train crops are random on every access (the data module adds the random flip); v
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
@@ -120,3 +124,23 @@ def sample_split(
     """
     length = {"train": train_length, "val": val_length, "test": test_length}.get(split, 0)
     return SamplePhotos(split, resolution=resolution, length=length, channels=channels, seed=seed)
+
+
+@dataclass(frozen=True)
+class CenterCrop:
+    """The centre ``resolution`` x ``resolution`` pixels, no resize: the sample data's evaluation crops are crops of
+    the photographs at their own scale (at fixed random places; the centre is the deterministic choice here)."""
+
+    resolution: int
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        w, h = image.size
+        if min(w, h) < self.resolution:
+            raise ValueError(f"a {w}x{h} image is smaller than the {self.resolution}x{self.resolution} crop")
+        top, left = (h - self.resolution) // 2, (w - self.resolution) // 2
+        return image.crop((left, top, left + self.resolution, top + self.resolution))
+
+
+def evaluation_transform(settings: Mapping[str, Any], resolution: int) -> CenterCrop:
+    """The preprocessing of images from elsewhere: a centre crop at the photographs' own scale."""
+    return CenterCrop(resolution)

@@ -78,7 +78,7 @@ def level_codebooks(quantizer: nn.Module) -> list[Tensor] | None:
             return [quantizer.codebook.detach().float()]
         if size <= 1 << 16:  # implicit codebooks (FSQ, LFQ): the code of every index
             device = next(iter(quantizer.buffers()), torch.zeros(())).device
-            return [quantizer.indices_to_codes(torch.arange(size, device=device)).detach().float()]
+            return [quantizer.lookup(torch.arange(size, device=device)).detach().float()]  # flat ids -> K x d
     return None
 
 

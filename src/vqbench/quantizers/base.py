@@ -12,6 +12,7 @@ import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -61,6 +62,25 @@ class Quantizer(nn.Module):
         the levels; LFQ: its bits; residual VQ: R x log2 K). None where it is unbounded (the lattice: no finite
         codebook; ``vqbench.compression`` measures its tokens empirically instead)."""
         return None if self.codebook_size is None else math.log2(self.codebook_size)
+
+    # What a subclass declares, read by vqbench.build from the class that ``quantizer._target_`` names (no rule there
+    # goes by key names) and checked for every conf/quantizer/*.yaml by tests/test_quantizer_contract.py:
+
+    #: The unweighted loss terms ``forward`` returns; the config weighs each with ``quantizer.<name>_weight``, and a
+    #: config must give exactly these weights.
+    loss_names: ClassVar[tuple[str, ...]] = ()
+    #: Costly terms among ``loss_names`` and the constructor switch that computes them: when every one of their
+    #: weights is 0 the quantizer is built with ``switch=False`` (else ``switch=True``), e.g.
+    #: ``{"compute_entropy": ("entropy",)}``.
+    optional_losses: ClassVar[dict[str, tuple[str, ...]]] = {}
+    #: True where ``quantizer.levels`` define the codebook (its size is their product: FSQ, SFSQ), so that
+    #: ``codebook.size`` follows the levels (``vqbench.build.reconcile_codebook_size``).
+    codebook_from_levels: ClassVar[bool] = False
+    #: The ``codebook.init`` values the quantizer accepts (its ``init`` argument); "uniform" is its own initialisation.
+    codebook_inits: ClassVar[tuple[str, ...]] = ("uniform",)
+    #: Whether the gradient of ``codes`` reaches z unchanged (codes = z + sg(q - z)); instances set it where an option
+    #: changes it (the rotation trick, l2-normalised z).
+    identity_gradient: bool = False
 
     def __init__(self, dim: int):
         super().__init__()

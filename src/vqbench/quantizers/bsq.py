@@ -43,6 +43,9 @@ BSQ_ENTROPY_EPSILON = 1e-8
 
 
 class BinarySphericalQuantizer(Quantizer):
+    loss_names = ("commitment", "per_sample_entropy", "codebook_entropy")
+    optional_losses = {"compute_entropy": ("per_sample_entropy", "codebook_entropy")}
+
     def __init__(
         self,
         dim: int,

@@ -58,6 +58,9 @@ def _distributed() -> bool:
 
 
 class EMAVectorQuantizer(Quantizer):
+    loss_names = ("commitment",)
+    codebook_inits = CODEBOOK_INITS
+
     def __init__(
         self,
         codebook_size: int,
@@ -96,6 +99,7 @@ class EMAVectorQuantizer(Quantizer):
                 f"codebook.init must be one of {CODEBOOK_INITS} (kmeans with update_rule=standard), got {init!r}"
             )
         self.rotation_trick = rotation_trick
+        self.identity_gradient = not rotation_trick
         if init == "kmeans":
             self.kmeans = KMeansInit(codebook_size, kmeans_iterations, kmeans_batches)
         self.codebook_size = codebook_size

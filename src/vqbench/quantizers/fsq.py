@@ -82,6 +82,8 @@ def projection(dim_in: int, dim_out: int) -> nn.Module:
 class _ScalarQuantizer(Quantizer):
     """Shared plumbing: projection to len(levels) channels, mixed-radix indices, projection back."""
 
+    codebook_from_levels = True
+
     def __init__(self, dim: int, levels: list[int] | None, codebook_size: int | None):
         super().__init__(dim)
         if levels and codebook_size is not None and math.prod(int(level) for level in levels) != codebook_size:

@@ -22,6 +22,8 @@ from vqbench.quantizers.base import Quantizer
 
 
 class GumbelQuantizer(Quantizer):
+    loss_names = ("kl",)
+
     def __init__(self, codebook_size: int, dim: int, temperature: float = 1.0):
         super().__init__(dim)
         if codebook_size < 2:

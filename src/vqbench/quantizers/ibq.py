@@ -58,6 +58,9 @@ def _ibq_chunk(
 
 
 class IndexBackpropagationQuantizer(Quantizer):
+    loss_names = ("codebook", "commitment", "double_quant", "entropy")
+    optional_losses = {"compute_entropy": ("entropy",)}
+
     def __init__(
         self,
         codebook_size: int,

@@ -32,6 +32,8 @@ def sparse_init_bound(codebook_size: int, dim: int) -> float:
 
 class LatticeQuantizer(Quantizer):
     codebook_size = None
+    loss_names = ("codebook", "commitment", "negative_basis_norm")
+    identity_gradient = True
 
     def __init__(self, dim: int, codebook_size: int = 512, init_bound: float | None = None):
         super().__init__(dim)

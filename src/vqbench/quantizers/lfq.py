@@ -37,6 +37,9 @@ def bits_for_codebook_size(codebook_size: int) -> int:
 
 
 class LookupFreeQuantizer(Quantizer):
+    loss_names = ("commitment", "per_sample_entropy", "codebook_entropy")
+    optional_losses = {"compute_entropy": ("per_sample_entropy", "codebook_entropy")}
+
     def __init__(
         self,
         dim: int,
@@ -57,6 +60,7 @@ class LookupFreeQuantizer(Quantizer):
         self.register_buffer("_powers", 2 ** torch.arange(self.bits), persistent=False)
         self.project_in = projection(dim, self.bits)
         self.project_out = projection(self.bits, dim)
+        self.identity_gradient = self.bits == dim  # no projections: codes = z + sg(sign(z) - z)
 
     @property
     def entropy_logit_scale(self) -> float:

@@ -24,6 +24,9 @@ from vqbench.quantizers.vq import VectorQuantizer
 
 
 class ResidualVectorQuantizer(Quantizer):
+    loss_names = ("codebook", "commitment")
+    identity_gradient = True
+
     def __init__(self, codebook_size: int, dim: int, num_stages: int = 4, shared_codebook: bool = False):
         super().__init__(dim)
         if codebook_size < 1:

@@ -23,12 +23,15 @@ from vqbench.quantizers.rotation import rotate_onto
 
 
 class SimVQ(Quantizer):
+    loss_names = ("codebook", "commitment")
+
     def __init__(self, codebook_size: int, dim: int, rotation_trick: bool = False):
         super().__init__(dim)
         if codebook_size < 1:
             raise ValueError(f"codebook.size must be a positive integer, got {codebook_size}")
         self.codebook_size = codebook_size
         self.rotation_trick = rotation_trick
+        self.identity_gradient = not rotation_trick
         self.register_buffer("frozen_codebook", torch.randn(codebook_size, dim) * dim**-0.5)
         self.codebook_map = nn.Linear(dim, dim)
 

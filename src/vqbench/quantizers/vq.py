@@ -44,6 +44,10 @@ L2_NORM_MODES = ("llamagen", "seed")
 
 
 class VectorQuantizer(Quantizer):
+    loss_names = ("codebook", "commitment", "entropy")
+    optional_losses = {"compute_entropy": ("entropy",)}
+    codebook_inits = CODEBOOK_INITS
+
     def __init__(
         self,
         codebook_size: int,
@@ -79,6 +83,8 @@ class VectorQuantizer(Quantizer):
         self.entropy_temperature = entropy_temperature
         self.codebook_entropy_epsilon = codebook_entropy_epsilon
         self.rotation_trick = rotation_trick
+        # llamagen's straight-through estimator is on the normalised z: its gradient goes through the normalisation
+        self.identity_gradient = not rotation_trick and not (l2_norm and l2_norm_mode == "llamagen")
         self.codebook = nn.Parameter(self.initial_codebook(codebook_size, dim))
         if init == "kmeans":
             self.kmeans = KMeansInit(codebook_size, kmeans_iterations, kmeans_batches, cosine=l2_norm)
