@@ -327,6 +327,30 @@ def test_ema_dead_codes_are_restarted_onto_the_data():
     assert used >= 8 and plain.eval()(data).indices.unique().numel() <= 2
 
 
+def test_ema_restarted_code_starts_over_with_count_one_and_its_vector_as_sum():
+    """A restarted code k gets e_k = z (a batch vector), N_k = 1 and S_k = z, so that S_k / N_k = e_k and it is not
+    dead again at the next step: with decay 0.9 and threshold 0.5 an unused restarted code has N_k = 0.9 after one
+    more step, keeps its vector, and is not restarted a second time."""
+    torch.manual_seed(0)
+    q = EMAVectorQuantizer(16, 2, decay=0.9, dead_code_threshold=0.5).train()
+    data = 4 + 2 * torch.rand(1, 2, 4, 4)
+    q(data)  # counts start at 0: every code that this batch leaves unused is restarted
+    rows = data.permute(0, 2, 3, 1).reshape(-1, 2)
+    restarted = (q.codebook.unsqueeze(1) == rows.unsqueeze(0)).all(2).any(1)
+    restarted &= q.ema_counts == 1
+    assert int(restarted.sum()) >= 8
+    torch.testing.assert_close(q.ema_counts[restarted], torch.ones(int(restarted.sum())), rtol=0, atol=0)
+    torch.testing.assert_close(q.ema_sums[restarted], q.codebook[restarted], rtol=0, atol=0)
+    before = q.codebook.clone()
+    far = torch.full((1, 2, 1, 1), -100.0)  # one vector, won by a single code: the others stay unused this step
+    winner = int(q.eval()(far).indices)
+    q.train()(far)
+    unused = restarted.clone()
+    unused[winner] = False
+    torch.testing.assert_close(q.ema_counts[unused], torch.full((int(unused.sum()),), 0.9), rtol=1e-6, atol=0)
+    assert torch.equal(q.codebook[unused], before[unused])  # not restarted again
+
+
 def test_fsq_projects_codebook_dim_to_its_levels():
     q = FSQ(16, codebook_size=512)
     assert q.levels == [8, 8, 8]
