@@ -696,19 +696,21 @@ def test_gumbel_quantizer_learns_to_pick_a_target_code():
 
 
 def test_rvq_stages_quantize_residuals_and_losses_sum_per_stage():
-    q = ResidualVectorQuantizer(16, 4, num_stages=2)
+    """Three stages, so that stage 3 must quantize z - q_1 - q_2 (with two, z - q_1 alone would pass)."""
+    q = ResidualVectorQuantizer(16, 4, num_stages=3)
     with torch.no_grad():
         q.codebooks.copy_(torch.randn_like(q.codebooks))
     z = torch.randn(1, 4, 3, 3)
     out = q(z)
     rows = z.permute(0, 2, 3, 1).reshape(-1, 4)
-    k0 = torch.cdist(rows, q.codebooks[0]).argmin(1)
-    r1 = rows - q.codebooks[0][k0]
-    k1 = torch.cdist(r1, q.codebooks[1]).argmin(1)
-    assert torch.equal(out.indices.reshape(-1, 2), torch.stack([k0, k1], 1))
-    expected = F.mse_loss(rows, q.codebooks[0][k0]) + F.mse_loss(r1, q.codebooks[1][k1])
-    torch.testing.assert_close(out.losses["commitment"], expected.detach())
-    torch.testing.assert_close(
-        out.codes.permute(0, 2, 3, 1).reshape(-1, 4), (q.codebooks[0][k0] + q.codebooks[1][k1]).detach()
-    )
+    residual, total, expected, ids = rows, torch.zeros_like(rows), 0, []
+    for stage in range(3):
+        k = torch.cdist(residual, q.codebooks[stage]).argmin(1)
+        code = q.codebooks[stage][k].detach()
+        expected = expected + F.mse_loss(residual, code)
+        total, residual, ids = total + code, residual - code, [*ids, k]
+    assert torch.equal(out.indices.reshape(-1, 3), torch.stack(ids, 1))
+    torch.testing.assert_close(out.losses["commitment"], expected)
+    torch.testing.assert_close(out.losses["codebook"], expected.detach())
+    torch.testing.assert_close(out.codes.permute(0, 2, 3, 1).reshape(-1, 4), total)
     assert ResidualVectorQuantizer(16, 4, num_stages=3, shared_codebook=True).codebooks.shape == (1, 16, 4)

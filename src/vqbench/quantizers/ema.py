@@ -1,7 +1,7 @@
 """Vector quantization whose codebook follows exponential moving averages of its assigned vectors.
 
 van den Oord et al. 2017, "Neural Discrete Representation Learning" (arXiv:1711.00937), appendix A.1. With decay
-gamma, per-code counts N_k and sums S_k (buffers, not parameters: the codebook gets no gradient), for a batch with
+gamma, per-code counts N_k and sums S_k (buffers; the codebook gets no gradient), for a batch with
 n_k vectors assigned to code k:
 
     N_k <- gamma N_k + (1 - gamma) n_k
