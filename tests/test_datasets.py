@@ -442,3 +442,12 @@ def test_check_files_names_each_unreadable_file_wherever_it_is(tmp_path, suffix,
         Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(files[index])
     check_files(source, "train", num_workers=0, cache_dir=tmp_path / "cache")
     assert len(list((tmp_path / "cache").iterdir())) == 1
+
+
+def test_holdout_size_follows_the_ratio():
+    """round(total x holdout / (train + holdout)), at least one: LL-VQ's FFHQ 60,000 : 10,000 and FashionMNIST
+    55,000 : 5,000, and the same proportion for other sizes."""
+    assert holdout_size(70_000, 6, 1) == 10_000
+    assert holdout_size(60_000, 11, 1) == 5_000
+    assert holdout_size(700, 6, 1) == 100
+    assert holdout_size(3, 6, 1) == 1  # never an empty held-out split
