@@ -393,3 +393,61 @@ def test_run_py_data_errors_are_one_line_before_training(tmp_path):
         check=False,
     )
     assert result.returncode == 2 and "000001.jpg" in result.stderr and "Traceback" not in result.stderr
+
+
+def _small_files(folder: Path, count: int, suffix: str) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    files = []
+    for i in range(count):
+        files.append(folder / f"{i:04d}{suffix}")
+        Image.fromarray(np.full((8, 8, 3), i % 256, dtype=np.uint8)).save(files[-1])
+    return files
+
+
+@pytest.mark.parametrize(
+    ("suffix", "corrupt", "how"),
+    [
+        (".png", [70], "garbage"),  # past the first batch of 64 that check_files reads at once
+        (".png", [139], "garbage"),  # the very last file
+        (".png", [129, 3, 64], "garbage"),  # several: the first in file order is named, the others listed
+        (".jpg", [100], "truncated"),  # a damaged body behind an intact header
+        (".png", [1], "truncated"),
+    ],
+)
+def test_check_files_names_each_unreadable_file_wherever_it_is(tmp_path, suffix, corrupt, how):
+    """Every file is read (not only the first, nor only each batch's first, nor only the headers), and the message
+    names the unreadable file itself, past the first loader batch too."""
+    from vqbench.data.check import check_files
+    from vqbench.data.files import ImageFiles
+
+    files = _small_files(tmp_path / "images", 140, suffix)
+    for index in corrupt:
+        if how == "garbage":
+            files[index].write_bytes(b"<html>404</html>")
+        else:
+            data = files[index].read_bytes()
+            files[index].write_bytes(data[: len(data) * 2 // 3])
+    source = ImageFiles(files, transform=lambda image: image, channels=3, name="folder", root=tmp_path / "images")
+    with pytest.raises(DataError) as error:
+        check_files(source, "train", num_workers=0, cache_dir=tmp_path / "cache")
+    first, *others = sorted(corrupt)
+    message = str(error.value)
+    assert message.startswith(f"cannot decode image {files[first]} of the train split")
+    assert all(files[i].name in message for i in others)
+    assert all(files[i].name not in message for i in range(len(files)) if i not in corrupt)
+    assert not (tmp_path / "cache").exists() or not list(
+        (tmp_path / "cache").iterdir()
+    )  # a failed check is not remembered
+    for index in corrupt:  # repaired, the same files pass and the pass is remembered
+        Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(files[index])
+    check_files(source, "train", num_workers=0, cache_dir=tmp_path / "cache")
+    assert len(list((tmp_path / "cache").iterdir())) == 1
+
+
+def test_holdout_size_follows_the_ratio():
+    """round(total x holdout / (train + holdout)), at least one: LL-VQ's FFHQ 60,000 : 10,000 and FashionMNIST
+    55,000 : 5,000, and the same proportion for other sizes."""
+    assert holdout_size(70_000, 6, 1) == 10_000
+    assert holdout_size(60_000, 11, 1) == 5_000
+    assert holdout_size(700, 6, 1) == 100
+    assert holdout_size(3, 6, 1) == 1  # never an empty held-out split

@@ -21,6 +21,7 @@ magnitude more than 1e-5.
 
 from __future__ import annotations
 
+import os
 import re
 import types
 from pathlib import Path
@@ -158,7 +159,10 @@ class Recorder(Callback):
         self.steps[-1]["lr"] = optimizer.param_groups[0]["lr"]
         if self.first_grads is None:
             self.first_grads = {
-                self.names[id(p)]: p.grad.clone() for group in optimizer.param_groups for p in group["params"]
+                self.names[id(p)]: p.grad.clone()
+                for group in optimizer.param_groups
+                for p in group["params"]
+                if p.grad is not None  # the EMA row's codebook: a parameter without gradient
             }
 
     def after_step(self, optimizer, args, kwargs) -> None:
@@ -312,3 +316,117 @@ def test_bad_quantizer_and_crop_options_are_one_line_errors():
         imagenet_split("val", root=str(FIXTURES / "photos"), crop="random")
     with pytest.raises(ValueError, match="quantizer.bound must be one of atanh, tan"):
         FSQ(4, levels=[8, 5, 5, 5], bound="sin")
+
+
+# --- the EMA row under DDP, 2 processes (tests/reference/vector_quantize/record_ddp.py) ------------------------------
+
+
+class _QuantizerBehindConv(torch.nn.Module):
+    """record_ddp.py's model: one 1x1 convolution, then the quantizer."""
+
+    def __init__(self, quantizer):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(quantizer.dim, quantizer.dim, 1)
+        self.quantizer = quantizer
+
+    def forward(self, x):
+        return self.quantizer(self.conv(x))
+
+
+def _ddp_worker(rank: int, world_size: int, init_file: str, quantizer_cfg: dict, ema_cfg: dict, out: str) -> None:
+    import torch.distributed as dist
+
+    from vqbench.build import build_quantizer, build_training_module
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    try:
+        record = load("ema_ddp")
+        data = record["inputs"]
+        quantizer, weights = build_quantizer(OmegaConf.create(quantizer_cfg))
+        net = _QuantizerBehindConv(quantizer.train())
+        with torch.no_grad():
+            net.conv.weight.copy_(data["conv_weight"])
+            net.conv.bias.copy_(data["conv_bias"])
+            quantizer.codebook.copy_(data["codebook"])
+            quantizer.ema_sums.copy_(data["codebook"])
+        # as Lightning's DDP strategy wraps the training module: default broadcast_buffers, no unused parameters
+        model = torch.nn.parallel.DistributedDataParallel(net)
+        optimizer = torch.optim.SGD(model.parameters(), lr=record["settings"]["lr"])
+        steps = []
+        for step in range(len(data["latents"])):
+            optimizer.zero_grad()
+            out_ = model(data["latents"][step, rank])
+            commitment = weights["commitment"] * out_.losses["commitment"]
+            loss = commitment + (out_.codes - data["targets"][step, rank]).pow(2).mean()
+            loss.backward()
+            optimizer.step()
+            steps.append(
+                {
+                    "indices": out_.indices.clone(),
+                    "commitment": commitment.detach().clone(),
+                    "codebook": quantizer.codebook.detach().clone(),
+                    "counts": quantizer.ema_counts.clone(),
+                    "sums": quantizer.ema_sums.clone(),
+                    "conv_weight": net.conv.weight.detach().clone(),
+                }
+            )
+        # what the training module's checkpoint hook (run on every rank; rank 0 writes the file) stores
+        module = build_training_module(OmegaConf.create(ema_cfg))
+        module.tokenizer.quantizer.load_state_dict(quantizer.state_dict())
+        checkpoint = {"state_dict": module.state_dict()}
+        module.on_save_checkpoint(checkpoint)
+        saved = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith("tokenizer.quantizer.")}
+        torch.save({"steps": steps, "saved": saved}, os.path.join(out, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ema_row_under_ddp_matches_the_original_on_every_rank(tmp_path):
+    """The ImageNet-128 EMA row (quantizer.distributed_update=rank_local_sums) on 2 processes against
+    Doraemonzzz/vector-quantize's VectorQuantizeEMA under DDP on 2 processes, rank by rank: token ids, loss, counts
+    (all-reduced), sums (rank-local after rank 0's were broadcast), per-rank codebooks, and the checkpoint holding
+    rank 1's codebook and sums, as the original's (written by every rank but 0).
+
+    Tolerance: the ids must be equal; every float is a sum of at most 64 products of O(1) terms per step, over
+    4 steps, with sums divided by smoothed counts down to ~1e-2: float32 eps (1.2e-7) x 64 x 4 x 1e2 ~ 3e-3 absolute
+    on the largest codes (~5), i.e. below 1e-3 relative; we require 1e-4 relative (summation orders differ only
+    by the all-reduce's order of two terms) and 1e-5 on the counts (sums of ones)."""
+    import torch.multiprocessing as mp
+
+    record = load("ema_ddp")
+    settings = record["settings"]
+    overrides = [f"codebook.size={settings['codebook_size']}", f"codebook.dim={settings['dim']}"]
+    cfg = compose_cfg(["+experiment=imagenet128_fsq", "sweep/imagenet128_fsq_rows=ema", *overrides])
+    assert cfg.quantizer.distributed_update == "rank_local_sums"
+    assert (cfg.quantizer.decay, cfg.quantizer.epsilon) == (settings["decay"], settings["eps"])
+    for other in ("fsq_8-6-5", "lfq"):  # every other recipe: no such option, or the synchronized update
+        assert (
+            compose_cfg(["+experiment=imagenet128_fsq", f"sweep/imagenet128_fsq_rows={other}"]).quantizer.get(
+                "distributed_update", "synchronized"
+            )
+            == "synchronized"
+        )
+    tiny = compose_cfg(
+        ["quantizer=ema", "quantizer.distributed_update=rank_local_sums", *overrides, "loss.perceptual.weight=0"]
+    )
+    args = (OmegaConf.to_container(cfg.quantizer, resolve=True), OmegaConf.to_container(tiny, resolve=True))
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), *args, str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+
+    for rank, (expected_steps, got) in enumerate(zip(record["ranks"], ranks, strict=True)):
+        for step, (expected, ours_) in enumerate(zip(expected_steps, got["steps"], strict=True)):
+            where = f"rank {rank} step {step}"
+            assert torch.equal(ours_["indices"], expected["indices"]), f"{where}: token ids"
+            torch.testing.assert_close(ours_["commitment"], expected["commitment"], rtol=1e-4, atol=0, msg=where)
+            torch.testing.assert_close(ours_["counts"], expected["counts"], rtol=1e-5, atol=1e-6, msg=where)
+            for key in ("sums", "codebook", "conv_weight"):
+                assert relative_difference(ours_[key], expected[key]) < 1e-4, f"{where}: {key}"
+    # the ranks really drifted apart, and the checkpoint holds rank 1's codebook and sums on every rank
+    assert relative_difference(ranks[0]["steps"][-1]["codebook"], ranks[1]["steps"][-1]["codebook"]) > 1e-2
+    saved = record["saved_state"]
+    assert record["saving_ranks"] == [1]
+    for rank in range(2):
+        got = ranks[rank]["saved"]
+        for key, original in (("codebook", "embed.weight"), ("ema_sums", "embed_avg"), ("ema_counts", "cluster_size")):
+            expected = saved[f"module.quantize_t.{original}"]
+            assert relative_difference(got[f"tokenizer.quantizer.{key}"], expected) < 1e-4, f"rank {rank}: {key}"

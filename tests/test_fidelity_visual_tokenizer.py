@@ -8,8 +8,8 @@ the row's overrides, narrowing overrides), loads the original's initial weights,
 first step's gradients, the weights and codebook buffers after every step, and the token indices.
 
 Tolerances: everything runs in float32 on the CPU, and the two codes sum the same terms in different orders
-(vqbench leaves ||z||^2 out of the nearest-code search and adds it after the matmul in the entropy's distances,
-chunks the entropy terms, sums losses by name), so values agree to float32 rounding, not bit for bit. Losses: 1e-5
+(vqbench computes the distances and the entropy with the original's operations, but chunks the entropy terms,
+checkpoints them, and sums losses by name), so values agree to float32 rounding, not bit for bit. Losses: 1e-5
 relative, 1e-6 absolute (the entropy term is a difference of two entropies of size ~5). Gradients of the first step:
 ||g_ours - g_orig|| <= 1e-5 ||g_orig|| per tensor. Weights and codebook buffers: the update after each step
 (w_t - w_0) agrees to 1e-4 of its norm, and every element to 2e-6 (Adam moves a weight by at most lr = 4e-4 per

@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -125,3 +127,13 @@ def test_metrics_of_bf16_inputs_keep_full_precision():
         assert value.dtype == torch.float32
         torch.testing.assert_close(value, fn(preds.float(), target.bfloat16().float()), rtol=1e-6, atol=1e-6)
         assert not torch.equal(value, value.bfloat16().float())
+
+
+def test_psnr_scales_with_the_data_range():
+    """PSNR = 10 log10(R^2 / MSE): the same images in [0, 255] with R = 255 give the [0, 1] value (exact in float64
+    up to rounding: 1e-4 dB), and R = 2 on [0, 1] images adds 20 log10(2) = 6.0206 dB."""
+    target = _real_photos()
+    preds = _distortions(target)["noise"]
+    unit = psnr(preds, target)
+    torch.testing.assert_close(psnr(preds * 255, target * 255, data_range=255.0), unit, rtol=0, atol=1e-4)
+    torch.testing.assert_close(psnr(preds, target, data_range=2.0), unit + 20 * math.log10(2), rtol=0, atol=1e-4)

@@ -321,6 +321,30 @@ def test_ema_dead_codes_are_restarted_onto_the_data():
     assert used >= 8 and plain.eval()(data).indices.unique().numel() <= 2
 
 
+def test_ema_restarted_code_starts_over_with_count_one_and_its_vector_as_sum():
+    """A restarted code k gets e_k = z (a batch vector), N_k = 1 and S_k = z, so that S_k / N_k = e_k and it is not
+    dead again at the next step: with decay 0.9 and threshold 0.5 an unused restarted code has N_k = 0.9 after one
+    more step, keeps its vector, and is not restarted a second time."""
+    torch.manual_seed(0)
+    q = EMAVectorQuantizer(16, 2, decay=0.9, dead_code_threshold=0.5).train()
+    data = 4 + 2 * torch.rand(1, 2, 4, 4)
+    q(data)  # counts start at 0: every code that this batch leaves unused is restarted
+    rows = data.permute(0, 2, 3, 1).reshape(-1, 2)
+    restarted = (q.codebook.unsqueeze(1) == rows.unsqueeze(0)).all(2).any(1)
+    restarted &= q.ema_counts == 1
+    assert int(restarted.sum()) >= 8
+    torch.testing.assert_close(q.ema_counts[restarted], torch.ones(int(restarted.sum())), rtol=0, atol=0)
+    torch.testing.assert_close(q.ema_sums[restarted], q.codebook[restarted], rtol=0, atol=0)
+    before = q.codebook.clone()
+    far = torch.full((1, 2, 1, 1), -100.0)  # one vector, won by a single code: the others stay unused this step
+    winner = int(q.eval()(far).indices)
+    q.train()(far)
+    unused = restarted.clone()
+    unused[winner] = False
+    torch.testing.assert_close(q.ema_counts[unused], torch.full((int(unused.sum()),), 0.9), rtol=1e-6, atol=0)
+    assert torch.equal(q.codebook[unused], before[unused])  # not restarted again
+
+
 def test_fsq_projects_codebook_dim_to_its_levels():
     q = FSQ(16, codebook_size=512)
     assert q.levels == [8, 8, 8]
@@ -608,19 +632,21 @@ def test_gumbel_quantizer_learns_to_pick_a_target_code():
 
 
 def test_rvq_stages_quantize_residuals_and_losses_sum_per_stage():
-    q = ResidualVectorQuantizer(16, 4, num_stages=2)
+    """Three stages, so that stage 3 must quantize z - q_1 - q_2 (with two, z - q_1 alone would pass)."""
+    q = ResidualVectorQuantizer(16, 4, num_stages=3)
     with torch.no_grad():
         q.codebooks.copy_(torch.randn_like(q.codebooks))
     z = torch.randn(1, 4, 3, 3)
     out = q(z)
     rows = z.permute(0, 2, 3, 1).reshape(-1, 4)
-    k0 = torch.cdist(rows, q.codebooks[0]).argmin(1)
-    r1 = rows - q.codebooks[0][k0]
-    k1 = torch.cdist(r1, q.codebooks[1]).argmin(1)
-    assert torch.equal(out.indices.reshape(-1, 2), torch.stack([k0, k1], 1))
-    expected = F.mse_loss(rows, q.codebooks[0][k0]) + F.mse_loss(r1, q.codebooks[1][k1])
-    torch.testing.assert_close(out.losses["commitment"], expected.detach())
-    torch.testing.assert_close(
-        out.codes.permute(0, 2, 3, 1).reshape(-1, 4), (q.codebooks[0][k0] + q.codebooks[1][k1]).detach()
-    )
+    residual, total, expected, ids = rows, torch.zeros_like(rows), 0, []
+    for stage in range(3):
+        k = torch.cdist(residual, q.codebooks[stage]).argmin(1)
+        code = q.codebooks[stage][k].detach()
+        expected = expected + F.mse_loss(residual, code)
+        total, residual, ids = total + code, residual - code, [*ids, k]
+    assert torch.equal(out.indices.reshape(-1, 3), torch.stack(ids, 1))
+    torch.testing.assert_close(out.losses["commitment"], expected)
+    torch.testing.assert_close(out.losses["codebook"], expected.detach())
+    torch.testing.assert_close(out.codes.permute(0, 2, 3, 1).reshape(-1, 4), total)
     assert ResidualVectorQuantizer(16, 4, num_stages=3, shared_codebook=True).codebooks.shape == (1, 16, 4)

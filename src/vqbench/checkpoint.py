@@ -369,6 +369,7 @@ LATER_QUANTIZER_KEYS = (
     "kmeans_batches",
     "dead_code_threshold",
     "usage_decay",
+    "distributed_update",
 )
 
 

@@ -54,8 +54,9 @@ class _Problems(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, index: int) -> str | None:
-        return read_problem(self.files[index])
+    def __getitem__(self, index: int) -> tuple[int, str | None]:
+        # The index travels with the answer: the message names the file it belongs to, whatever the batching.
+        return index, read_problem(self.files[index])
 
 
 def _as_list(items: list) -> list:
@@ -76,8 +77,8 @@ def check_files(source: ImageFiles, split: str, num_workers: int, cache_dir: str
     started = time.perf_counter()
     loader = DataLoader(_Problems(source.files), batch_size=64, num_workers=num_workers, collate_fn=_as_list)
     problems = []
-    for offset, batch in enumerate(loader):
-        problems += [(source.files[offset * 64 + i], p) for i, p in enumerate(batch) if p is not None]
+    for batch in loader:
+        problems += [(source.files[index], problem) for index, problem in batch if problem is not None]
     if problems:
         path, problem = problems[0]
         more = f" (and {len(problems) - 1} more; the first ones: {', '.join(p.name for p, _ in problems[1:4])})"

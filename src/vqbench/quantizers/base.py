@@ -95,7 +95,10 @@ class Quantizer(nn.Module):
         rows = z.permute(0, 2, 3, 1).reshape(-1, d)
         with torch.autocast(device_type=z.device.type, enabled=False), ieee_fp32_matmuls():
             codes, indices, losses = self.quantize(rows.float())
-        codes = codes.reshape(b, h, w, d).permute(0, 3, 1, 2).to(z.dtype)
+        # The rows come back channels-last-strided; the decoder gets z's own layout, as in the originals (whose
+        # straight-through z + sg(q - z) takes z's layout): a convolution's kernel, and so its rounding, depends on
+        # the layout of its input. A no-op for channels-last z (``performance.channels_last``).
+        codes = codes.reshape(b, h, w, d).permute(0, 3, 1, 2).to(z.dtype).contiguous(memory_format=memory_format(z))
         indices = indices.reshape(b, h, w, *indices.shape[1:])
         return QuantizerOutput(codes=codes, indices=indices, losses=losses)
 
@@ -113,6 +116,13 @@ class Quantizer(nn.Module):
     def lookup(self, indices: Tensor) -> Tensor:
         """Flat token ids -> N x d code vectors."""
         raise NotImplementedError
+
+
+def memory_format(x: Tensor) -> torch.memory_format:
+    """channels_last for a channels-last B x C x H x W tensor that is not also plainly contiguous, else contiguous."""
+    if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
 
 
 def straight_through(z: Tensor, q: Tensor) -> Tensor:

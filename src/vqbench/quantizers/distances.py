@@ -19,35 +19,39 @@ def chunk_rows(num_codes: int, max_elements: int = DEFAULT_MAX_ELEMENTS) -> int:
 
 
 def squared_distances(z: Tensor, codebook: Tensor, codebook_sq: Tensor | None = None) -> Tensor:
-    """||z - e||^2 = ||z||^2 - 2 z.e + ||e||^2 for rows z (n x d) against codes (K x d)."""
+    """||z - e||^2 = (||z||^2 + ||e||^2) - 2 z.e for rows z (n x d) against codes (K x d), in this order of
+    operations: the one of xyfJASON/visual-tokenizer-pytorch (``models/quantizer/quantizer.py``, the CelebA tables),
+    taming-transformers and LlamaGen (``quantize.py``, ``vq_model.py``). The full distance, ||z||^2 included, rounds
+    like theirs, so near-ties go the same way (dropping ||z||^2, which does not change the exact argmin, flipped up
+    to 7 of 2,048 CelebA tokens per step)."""
     if codebook_sq is None:
         codebook_sq = codebook.pow(2).sum(1)
-    dist = torch.addmm(codebook_sq.unsqueeze(0), z, codebook.t(), alpha=-2.0)
-    return dist + z.pow(2).sum(1, keepdim=True)
+    return (z.pow(2).sum(1, keepdim=True) + codebook_sq) - 2 * torch.mm(z, codebook.t())
 
 
 @torch.no_grad()
 def nearest_code(z: Tensor, codebook: Tensor, max_elements: int = DEFAULT_MAX_ELEMENTS) -> Tensor:
-    """Index of the nearest code (squared L2) for every row of z, in chunks of rows.
-
-    ||z||^2 is the same for every code of a row, so it is left out of the argmin.
-    """
+    """Index of the nearest code (``squared_distances``) for every row of z, in chunks of rows (peak memory a few
+    chunk x K matrices)."""
     codebook_sq = codebook.pow(2).sum(1)
     step = chunk_rows(codebook.shape[0], max_elements)
     out = torch.empty(z.shape[0], dtype=torch.long, device=z.device)
     for start in range(0, z.shape[0], step):
-        chunk = z[start : start + step]
-        scores = torch.addmm(codebook_sq.unsqueeze(0), chunk, codebook.t(), alpha=-2.0)
-        out[start : start + step] = scores.argmin(1)
+        out[start : start + step] = squared_distances(z[start : start + step], codebook, codebook_sq).argmin(1)
     return out
 
 
-def _entropy_sums(z: Tensor, codebook: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
-    """For one chunk: sum over rows of H(p_i) and sum over rows of p_i, with p_i = softmax(-dist_i / tau)."""
+def _entropy_sums(z: Tensor, codebook: Tensor, temperature: float, logit_shift: float) -> tuple[Tensor, Tensor]:
+    """For one chunk: sum over rows of H(p_i) and sum over rows of p_i, with p_i = softmax(-dist_i / tau).
+
+    The operations are xyfJASON/visual-tokenizer-pytorch's (``entropy_loss`` in ``models/quantizer/quantizer.py``),
+    so that its CelebA entropy row rounds alike: p = softmax(a), log p = log_softmax(a + shift) with its shift equal
+    to the codebook-entropy epsilon (no change to the exact value, only to the rounding), row sums of p log p first.
+    """
     logits = -squared_distances(z, codebook) / temperature
-    log_p = torch.log_softmax(logits, dim=1)
-    p = log_p.exp()
-    return -(p * log_p).sum(), p.sum(0)
+    p = torch.softmax(logits, dim=1)
+    log_p = torch.log_softmax(logits + logit_shift if logit_shift else logits, dim=1)
+    return -(p * log_p).sum(1).sum(), p.sum(0)
 
 
 def entropy_terms(
@@ -75,9 +79,11 @@ def entropy_terms(
     for start in range(0, n, step):
         chunk = z[start : start + step]
         if torch.is_grad_enabled() and (chunk.requires_grad or codebook.requires_grad):
-            h, p = checkpoint(_entropy_sums, chunk, codebook, temperature, use_reentrant=False)
+            h, p = checkpoint(
+                _entropy_sums, chunk, codebook, temperature, codebook_entropy_epsilon, use_reentrant=False
+            )
         else:
-            h, p = _entropy_sums(chunk, codebook, temperature)
+            h, p = _entropy_sums(chunk, codebook, temperature, codebook_entropy_epsilon)
         sum_entropy = sum_entropy + h
         sum_probs = sum_probs + p
     mean_probs = sum_probs / n

@@ -1,7 +1,7 @@
 """Vector quantization whose codebook follows exponential moving averages of its assigned vectors.
 
 van den Oord et al. 2017, "Neural Discrete Representation Learning" (arXiv:1711.00937), appendix A.1. With decay
-gamma, per-code counts N_k and sums S_k (buffers, not parameters: the codebook gets no gradient), for a batch with
+gamma, per-code counts N_k and sums S_k (buffers; the codebook gets no gradient), for a batch with
 n_k vectors assigned to code k:
 
     N_k <- gamma N_k + (1 - gamma) n_k
@@ -25,13 +25,37 @@ every z: it stays unused (the collapse behind the LL-VQ table's EMA rows).
 
 The batch is quantized with the codebook as it was *before* this batch's update, as every reference implementation
 does; the update then happens in the same forward pass (the originals run it in the forward pass or after the
-optimizer step, which does not touch the codebook). The only loss is the commitment term MSE(z, sg(q)). Under DDP
-the batch counts n and sums are all-reduced across ranks *before* the update, so every rank keeps the same codebook
-and it equals the single-process result on the concatenated batch. Optional dead-code restart replaces codes whose
-N_k falls below ``dead_code_threshold`` with random vectors of the current batch (taken from rank 0 and broadcast, so
-ranks stay identical; ``dead_codes.restart_dead_codes``). ``rotation_trick`` and ``init="kmeans"`` as in ``vq.py``;
-k-means sets the codebook to the centroids c_k, N_k to the number of vectors in cluster k per batch and S_k = N_k c_k
-(as vector-quantize-pytorch's ``init_embed_``), so that the next update continues from the clusters.
+optimizer step, which does not touch the codebook). The only loss is the commitment term MSE(z, sg(q)).
+
+Under torch.distributed, ``distributed_update`` chooses between two updates:
+
+- ``"synchronized"`` (default, every recipe but one): the batch counts n_k and sums are all-reduced across ranks
+  *before* the update, so every rank keeps the same codebook and it equals the single-process result on the
+  concatenated batch. This is what the rule means on one machine, and what xyfJASON/visual-tokenizer-pytorch (one
+  process) and ll-vq-vae (one process) compute.
+- ``"rank_local_sums"``: what Doraemonzzz/vector-quantize ``quantizers/vq.py`` (3f0178c, ``VectorQuantizeEMA``)
+  computes under the 8-process DDP of ``scripts/train_ema.sh``, the run behind the ImageNet-128 table's EMA row.
+  Its ``all_reduce(embed_onehot_sum.contiguous())`` reduces the counts in place, but ``embed_sum`` is a transpose,
+  so ``all_reduce(embed_sum.contiguous())`` reduces a copy and the sums stay rank-local; DDP's buffer broadcast
+  (``train.py`` line 79, default ``broadcast_buffers``) gives every rank rank 0's counts and sums at each forward;
+  the codebook is an ``nn.Embedding`` weight that gets no gradient, which DDP broadcasts only once, at construction.
+  So with rank 0's statistics N^0, S^0 and rank r's batch sums s^r:
+
+      N   <- gamma N^0   + (1 - gamma) sum_r n^r          (the same on every rank)
+      S^r <- gamma S^0   + (1 - gamma) s^r                (rank-local)
+      e^r  = S^r / N~                                      (rank-local: the ranks' codebooks drift apart)
+
+  Here the codebook is a parameter without gradient (as in the original, so a DDP wrapper does not overwrite it),
+  and rank 0's counts and sums are broadcast before each update (explicitly, whatever the wrapper does). The
+  original writes its checkpoint where ``is_main_process() == 0`` (``train.py`` lines 174-176), i.e. on every rank
+  but 0, all to the same file: ``saved_state`` gives rank 1's codebook and sums to every rank, and the training
+  module stores them in the checkpoint that rank 0 writes. On one process both updates are the same.
+
+Optional dead-code restart replaces codes whose N_k falls below ``dead_code_threshold`` with random vectors of the
+current batch (taken from rank 0 and broadcast, so ranks stay identical; ``dead_codes.restart_dead_codes``), with
+N_k = 1 and S_k = the new vector. ``rotation_trick`` and ``init="kmeans"`` as in ``vq.py``; k-means sets the codebook
+to the centroids c_k, N_k to the number of vectors in cluster k per batch and S_k = N_k c_k (as
+vector-quantize-pytorch's ``init_embed_``), so that the next update continues from the clusters.
 """
 
 from __future__ import annotations
@@ -49,6 +73,10 @@ from vqbench.quantizers.rotation import rotate_onto
 from vqbench.quantizers.vq import VectorQuantizer
 
 UPDATE_RULES = ("standard", "pytorch_vq_vae")
+DISTRIBUTED_UPDATES = ("synchronized", "rank_local_sums")
+#: The rank whose codebook and sums ``rank_local_sums`` saves: Doraemonzzz/vector-quantize writes its checkpoint on
+#: every rank but 0 (``train.py`` lines 174-176), all to one file; rank 1 is one of them.
+SAVING_RANK = 1
 #: zalandoresearch/pytorch-vq-vae ``VectorQuantizerEMA(epsilon=1e-5)``
 PYTORCH_VQ_VAE_EPSILON = 1e-5
 
@@ -75,6 +103,7 @@ class EMAVectorQuantizer(Quantizer):
         init: str = "uniform",
         kmeans_iterations: int = 10,
         kmeans_batches: int = 1,
+        distributed_update: str = "synchronized",
     ):
         super().__init__(dim)
         if codebook_size < 1:
@@ -89,6 +118,10 @@ class EMAVectorQuantizer(Quantizer):
             raise ValueError("quantizer=ema does not support codebook.l2_norm=true; use quantizer=vq for l2 codes")
         if update_rule not in UPDATE_RULES:
             raise ValueError(f"quantizer.update_rule must be one of {UPDATE_RULES}, got {update_rule!r}")
+        if distributed_update not in DISTRIBUTED_UPDATES:
+            raise ValueError(
+                f"quantizer.distributed_update must be one of {DISTRIBUTED_UPDATES}, got {distributed_update!r}"
+            )
         if update_rule == "pytorch_vq_vae" and (epsilon != 0 or initial_count != 0):
             raise ValueError(
                 "quantizer.update_rule=pytorch_vq_vae fixes its own smoothing (eps 1e-5) and zero initial counts; "
@@ -107,6 +140,7 @@ class EMAVectorQuantizer(Quantizer):
         self.epsilon = epsilon
         self.dead_code_threshold = dead_code_threshold
         self.update_rule = update_rule
+        self.distributed_update = distributed_update
         if update_rule == "standard":
             initial = VectorQuantizer.initial_codebook(codebook_size, dim)
             counts, sums = torch.full((codebook_size,), float(initial_count)), initial.clone()
@@ -114,7 +148,11 @@ class EMAVectorQuantizer(Quantizer):
             initial = torch.randn(codebook_size, dim)
             counts, sums = torch.zeros(codebook_size), torch.randn(codebook_size, dim)
             self.epsilon = PYTORCH_VQ_VAE_EPSILON
-        self.register_buffer("codebook", initial)
+        if distributed_update == "rank_local_sums":
+            # Per-rank codebooks: a parameter without gradient is left alone by DDP's per-forward buffer broadcast.
+            self.codebook = torch.nn.Parameter(initial, requires_grad=False)
+        else:
+            self.register_buffer("codebook", initial)
         self.register_buffer("ema_counts", counts)
         self.register_buffer("ema_sums", sums)
 
@@ -139,7 +177,11 @@ class EMAVectorQuantizer(Quantizer):
         sums = torch.zeros_like(self.ema_sums).index_add_(0, indices, z)
         if _distributed():
             dist.all_reduce(counts)
-            dist.all_reduce(sums)
+            if self.distributed_update == "synchronized":
+                dist.all_reduce(sums)
+            else:  # rank 0's statistics, as DDP's buffer broadcast hands them to every rank at each forward
+                dist.broadcast(self.ema_counts, src=0)
+                dist.broadcast(self.ema_sums, src=0)
         self.ema_counts.mul_(self.decay).add_(counts, alpha=1 - self.decay)
         self.ema_sums.mul_(self.decay).add_(sums, alpha=1 - self.decay)
         if self.epsilon > 0:
@@ -158,6 +200,17 @@ class EMAVectorQuantizer(Quantizer):
     @torch.no_grad()
     def restart_dead_codes(self, z: Tensor) -> None:
         restart_dead_codes(z, self.codebook, self.ema_counts, self.dead_code_threshold, 1.0, sums=self.ema_sums)
+
+    @torch.no_grad()
+    def saved_state(self) -> dict[str, Tensor]:
+        """The codebook and sums that a checkpoint stores in place of this rank's: rank ``SAVING_RANK``'s under
+        ``rank_local_sums`` with several ranks (a collective: every rank must call it), nothing otherwise."""
+        if self.distributed_update != "rank_local_sums" or not _distributed():
+            return {}
+        state = {"codebook": self.codebook.detach().clone(), "ema_sums": self.ema_sums.clone()}
+        for tensor in state.values():
+            dist.broadcast(tensor, src=SAVING_RANK)
+        return state
 
     def lookup(self, indices: Tensor) -> Tensor:
         return self.codebook[indices]

@@ -44,6 +44,7 @@ from vqbench.losses import adaptive_weight, discriminator_loss, generator_loss, 
 from vqbench.metrics import CodebookUsage, DistinctTokens, MeanPerImage, l1, psnr, ssim
 from vqbench.metrics.codebook_health import RecentCodeUsage
 from vqbench.models.tokenizer import Tokenizer
+from vqbench.quantizers.ema import EMAVectorQuantizer
 from vqbench.training.ema import WeightEMA
 from vqbench.training.nonfinite import all_finite
 
@@ -457,6 +458,12 @@ class TokenizerModule(L.LightningModule):
         # The frozen LPIPS network is pretrained data, not training state: 58 MB less per checkpoint.
         for key in [k for k in checkpoint["state_dict"] if k.startswith("perceptual.")]:
             del checkpoint["state_dict"][key]
+        # quantizer.distributed_update=rank_local_sums keeps one codebook per rank; the checkpoint (written by rank 0)
+        # holds the one the original's checkpoint held (quantizers/ema.py, saved_state). Every rank runs this hook.
+        for prefix, submodule in self.named_modules():
+            if isinstance(submodule, EMAVectorQuantizer):
+                for name, tensor in submodule.saved_state().items():
+                    checkpoint["state_dict"][f"{prefix}.{name}"] = tensor
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # Resuming: put the (unsaved) frozen LPIPS weights back so that the strict state-dict load succeeds.

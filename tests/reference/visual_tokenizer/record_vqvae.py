@@ -92,15 +92,15 @@ def to_model_range(pixels: torch.Tensor) -> torch.Tensor:
     return (pixels.float() / 255 - 0.5) / 0.5
 
 
-def build_original(case: str, seed: int):
+def build_original(case: str, seed: int, cases: dict = CASES, hidden: int = HIDDEN):
     """The original VQModel of one case (models/vqmodel.py, models/autoencoder/simple_cnn.py, models/quantizer/)."""
     from models.autoencoder.simple_cnn import Decoder, Encoder
     from models.vqmodel import VQModel
 
-    target, params, _, _ = CASES[case]
+    target, params, _, _ = cases[case]
     torch.manual_seed(seed)
-    encoder = Encoder(img_channels=3, hidden_dim=HIDDEN, n_resblocks=2)
-    decoder = Decoder(img_channels=3, hidden_dim=HIDDEN, n_resblocks=2)
+    encoder = Encoder(img_channels=3, hidden_dim=hidden, n_resblocks=2)
+    decoder = Decoder(img_channels=3, hidden_dim=hidden, n_resblocks=2)
     quantizer = getattr(importlib.import_module("models.quantizer"), target)(**params)
     return VQModel(encoder=encoder, decoder=decoder, quantizer=quantizer)
 
@@ -109,23 +109,33 @@ def clone_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
-def record_training(case: str, seed: int) -> dict:
-    """Three steps of ``train_step`` in train_vqvae.py (lines 142-179 at the recorded commit), in its order."""
-    _, params, coef_commit, coef_entropy = CASES[case]
-    model = build_original(case, seed)
+def record_training(
+    case: str,
+    seed: int,
+    cases: dict = CASES,
+    hidden: int = HIDDEN,
+    resolution: int = RESOLUTION,
+    initial_state: dict[str, torch.Tensor] | None = None,
+) -> dict:
+    """Three steps of ``train_step`` in train_vqvae.py (lines 142-179 at the recorded commit), in its order.
+    ``initial_state`` replaces the original's own initial weights where given (the full-width recordings)."""
+    _, params, coef_commit, coef_entropy = cases[case]
+    model = build_original(case, seed, cases, hidden)
+    if initial_state is not None:
+        model.load_state_dict(initial_state)
     quantizer = model.quantizer
     use_ema_update = getattr(quantizer, "use_ema_update", False)
     use_entropy_reg = getattr(quantizer, "use_entropy_reg", False)
     optimizer = torch.optim.Adam(model.parameters(), lr=4e-4)  # configs/celeba64/*.yaml: train.optim
-    pixels = photo_batches(STEPS, BATCH, RESOLUTION, seed)
+    pixels = photo_batches(STEPS, BATCH, resolution, seed)
     record = {
         "commit": COMMIT,
         "case": case,
-        "quantizer": CASES[case][0],
+        "quantizer": cases[case][0],
         "quantizer_params": params,
         "coef_commit": coef_commit,
         "coef_entropy": coef_entropy,
-        "hidden_dim": HIDDEN,
+        "hidden_dim": hidden,
         "initial_state": clone_state(model),
         "batches_uint8": pixels,  # the batches are (pixels / 255 - 0.5) / 0.5, in float32
         "losses": [],
@@ -162,7 +172,7 @@ def record_training(case: str, seed: int) -> dict:
         if loss_entropy is not None:
             terms["entropy"] = loss_entropy
         record["losses"].append({k: v.detach().clone() for k, v in terms.items()})
-        record["indices"].append(out["indices"].reshape(BATCH, RESOLUTION // 4, RESOLUTION // 4).clone())
+        record["indices"].append(out["indices"].reshape(BATCH, resolution // 4, resolution // 4).clone())
         record["states"].append(clone_state(model))
     return record
 
