@@ -59,11 +59,26 @@ def _holder(fd: int) -> str:
     return f"{kind or 'a run'} pid {pid} on {host}, started {started}"
 
 
+#: Environment variables in which launchers (Lightning's DDP launcher, torchrun, SLURM) give a process its rank.
+RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID")
+
+
+def secondary_rank() -> bool:
+    """Whether this process is one of a multi-process job's other ranks: the job's rank-0 process holds the folder for
+    all of them (Lightning's DDP launcher starts ranks 1.. as copies of the command, into the same folder)."""
+    for name in RANK_VARIABLES:
+        value = os.environ.get(name, "0")
+        if value.isdigit() and int(value) > 0:
+            return True
+    return False
+
+
 def acquire(folder: Path, kind: str) -> bool:
-    """Locks ``folder`` for this process (``kind``: train or eval). Returns False if this process held it already.
-    Raises FolderRefusedError naming the holder if another process holds it."""
+    """Locks ``folder`` for this process (``kind``: train or eval). Returns False if this process held it already,
+    or if it is a secondary rank of a multi-process job (rank 0 holds the folder). Raises FolderRefusedError naming
+    the holder if another process holds it."""
     key = _key(folder)
-    if key in _held:
+    if key in _held or secondary_rank():
         return False
     path = key / LOCK_FILE
     try:
