@@ -52,7 +52,7 @@ def code_metrics(tokens: np.ndarray, codebook_size: int | None, window: int | No
             q = every[every > 0] / every.sum()
             result["codebook_usage_all_tokens"] = result["used_codes"] / codebook_size
             result["perplexity_all_tokens"] = float(np.exp(-(q * np.log(q)).sum()))
-        if positions.ndim == 3:  # N x T x R: every level's own histogram
+        if positions.ndim == 2:  # (N·T) x R ids of a residual VQ: every level's own histogram
             for level in range(positions.shape[-1]):
                 level_counts = np.bincount(positions[..., level].ravel(), minlength=codebook_size)
                 q = level_counts[level_counts > 0] / level_counts.sum()

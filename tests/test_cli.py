@@ -36,7 +36,15 @@ def test_training_writes_checkpoint_tensorboard_and_metrics(trained_run):
     }
     # the final validation ran the weights of last.ckpt over the 8 validation crops
     assert_metrics_match(record["metrics"], reference_metrics(trained_run / "checkpoints" / "last.ckpt", "val"))
-    assert record["config"]["codebook"] == {"size": 512, "dim": 64, "l2_norm": False, "ema_update_rule": "standard"}
+    assert record["config"]["codebook"] == {
+        "size": 512,
+        "dim": 64,
+        "l2_norm": False,
+        "ema_update_rule": "standard",
+        "init": "uniform",
+        "kmeans_iterations": 10,
+        "kmeans_batches": 1,
+    }
 
     checkpoint = torch.load(trained_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert checkpoint["global_step"] == 3
@@ -176,7 +184,7 @@ def test_eval_refuses_a_training_setting(trained_run, tmp_path):
 def test_fsq_levels_and_codebook_size_given_together_must_agree(tmp_path):
     overrides = ("quantizer=fsq", "quantizer.levels=[8,5,5,5]", "codebook.size=1024", f"hydra.run.dir={tmp_path}")
     result = run_cli(*overrides, *TINY, cwd=tmp_path, check=False)
-    _assert_clean_error(result, "quantizer.levels=[8, 5, 5, 5] give 1000 codes but codebook.size=1024")
+    _assert_clean_error(result, "quantizer.levels=[8,5,5,5] give 1000 codes but codebook.size=1024")
     assert result.returncode == 2 and not (tmp_path / "metrics.json").exists()
 
 

@@ -74,7 +74,7 @@ from vqbench.training.callbacks import (
     SeedEachStep,
 )
 from vqbench.training.checkpoints import AtomicCheckpointIO, LastCheckpoint
-from vqbench.training.final_validation import FinalValidation
+from vqbench.training.final_validation import REPORTED, FinalValidation
 from vqbench.training.hparams import (
     compared_hyperparameters,
     compared_overrides,
@@ -451,7 +451,7 @@ def train(cfg: DictConfig, progress: Progress | None = None) -> dict[str, float]
     metrics = final_validation.metrics_at(trainer.global_step)
     if metrics is None:
         validated = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
-        metrics = _plain({k: v for k, v in validated.items() if k.startswith("val/")})
+        metrics = _plain({k: v for k, v in validated.items() if k.startswith(REPORTED)})
     record = {
         "kind": "train",
         "metrics": metrics,

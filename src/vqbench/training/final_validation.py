@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import lightning as L
 
+#: What a validation reports: its ``val/*`` metrics and the codebook health of the training so far, which the
+#: training module logs at each validation (``train/codebook_usage_recent``, ``train/dead_codes``, per level).
+REPORTED = ("val/", "train/codebook_usage_recent", "train/dead_codes")
+
 
 class FinalValidation(L.Callback):
-    """Records ``val/*`` of every validation run during ``fit`` and the ``global_step`` it followed."""
+    """Records what every validation run during ``fit`` reports (``REPORTED``) and the ``global_step`` it followed."""
 
     def __init__(self) -> None:
         self.step: int | None = None
@@ -21,7 +25,7 @@ class FinalValidation(L.Callback):
         if trainer.sanity_checking:
             return
         self.step = trainer.global_step
-        self.metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        self.metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(REPORTED)}
 
     def metrics_at(self, step: int) -> dict[str, float] | None:
         """The validation metrics of the weights after ``step`` steps, if a validation ran there."""
