@@ -266,7 +266,7 @@ class Observer(Callback):
         generator_loss, discriminator_step_loss, clip = (
             module.generator_loss,
             module.discriminator_step_loss,
-            module.clip_gradients,
+            module._clip,  # clips by norm and returns the norm (for the non-finite check)
         )
 
         def observed_generator_loss(images, step):
@@ -280,6 +280,8 @@ class Observer(Callback):
             return loss, terms
 
         def observed_clip(optimizer, *args, **kwargs):
+            if not module.optimizer_settings.grad_clip:  # called every step; clips only with optimizer.grad_clip
+                return clip(optimizer, *args, **kwargs)
             owner = self._owner(module, optimizer.param_groups[0]["params"])
             grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
             norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
@@ -292,7 +294,7 @@ class Observer(Callback):
 
         module.generator_loss = observed_generator_loss
         module.discriminator_step_loss = observed_discriminator_step_loss
-        module.clip_gradients = observed_clip
+        module._clip = observed_clip
         module.discriminator.register_forward_hook(disc_hook)
 
     @staticmethod
@@ -555,7 +557,7 @@ def test_the_sweep_trains_the_recipe_tested_here(case):
     swept = OmegaConf.to_container(compose_cfg([f"+sweep={sweep}", f"+experiment={experiment(case)}"]))
     for key in ("model", "quantizer", "codebook", "loss", "optimizer", "data", "trainer", "ema_decay", "metrics"):
         assert swept[key] == alone[key], key
-    params = OmegaConf.load(compose_cfg.__globals__["CONF"] / "sweep" / f"{sweep}.yaml").hydra.sweeper.params
+    params = OmegaConf.load(compose_cfg.__globals__["CONF"].parent / "sweeps" / f"{sweep}.yaml").hydra.sweeper.params
     assert experiment(case) in params["+experiment"].split(",")
 
 

@@ -114,7 +114,7 @@ def test_torch_fidelity_protocol_equals_torch_fidelity_on_png_folders(tmp_path, 
         verbose=False,
         save_cpu_ram=True,
     )["frechet_inception_distance"]
-    assert ours > 1.0
+    assert ours > 0.01  # two different image sets: not a degenerate zero, so the relative comparison has power
     assert ours == pytest.approx(theirs, rel=1e-3)
 
 
