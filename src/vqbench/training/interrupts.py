@@ -21,7 +21,10 @@ the start of the training and of each validation (SaveOnSignal).
 
 from __future__ import annotations
 
+import atexit
 import logging
+import multiprocessing
+import multiprocessing.util  # noqa: F401  (registers its exit handler first: ours below runs before it)
 import os
 import shlex
 import signal
@@ -147,6 +150,19 @@ def worker_ignores_stop_signals(worker_id: int) -> None:
         signal.signal(signum, signal.SIG_IGN)
     if os.environ.get("PL_SEED_WORKERS") == "1":
         pl_worker_init_function(worker_id)
+
+
+def _kill_daemonic_children() -> None:
+    """At interpreter exit, multiprocessing terminates its daemonic children (a DataLoader's workers) with SIGTERM and
+    waits for them; workers that ignore SIGTERM (``worker_ignores_stop_signals``) would make it wait forever, e.g. for
+    a loader whose iterator was never closed. atexit runs handlers last-registered first, so this one, registered
+    after multiprocessing's, kills them before it waits."""
+    for child in multiprocessing.active_children():
+        if child.daemon:
+            child.kill()
+
+
+atexit.register(_kill_daemonic_children)
 
 
 def resume_command(checkpoint: Path, out: Path, single_run: bool, needs_ckpt: bool) -> str:

@@ -464,10 +464,24 @@ class TokenizerModule(L.LightningModule):
             if isinstance(submodule, EMAVectorQuantizer):
                 for name, tensor in submodule.saved_state().items():
                     checkpoint["state_dict"][f"{prefix}.{name}"] = tensor
+        # The codebook-health window (the last step each code was chosen) is training state too: a resumed run reports
+        # the recent usage the uninterrupted one would. Synchronised first (a collective: every rank runs this hook).
+        if self.recent_usage is not None:
+            with self.recent_usage.sync_context():
+                last_step = self.recent_usage.last_step.clone()
+            checkpoint[HEALTH_KEY] = {"last_step": last_step, "first_step": self.recent_usage.first_step}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # Resuming: put the (unsaved) frozen LPIPS weights back so that the strict state-dict load succeeds.
         checkpoint["state_dict"].update({k: v for k, v in self.state_dict().items() if k.startswith("perceptual.")})
+        health = checkpoint.get(HEALTH_KEY)  # absent in checkpoints written before it was saved: the window restarts
+        if health is not None and self.recent_usage is not None:
+            self.recent_usage.last_step.copy_(health["last_step"])
+            self.recent_usage.first_step = health["first_step"]
+
+
+#: The checkpoint entry holding the codebook-health window (metrics/codebook_health.py, RecentCodeUsage).
+HEALTH_KEY = "vqbench_codebook_health"
 
 
 def _no_closure() -> None:
