@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 
 from tests.conftest import ROOT
 from vqbench import load_tokenizer
-from vqbench.checkpoint import ALLOWED_TARGETS, check_targets, load_checkpoint
+from vqbench.checkpoint import ALLOWED_TARGETS, check_targets, load_checkpoint, storable_config
 from vqbench.errors import CheckpointError, ConfigError
 
 FIXTURE = ROOT / "tests" / "fixtures" / "checkpoints" / "format_5" / "last.ckpt"
@@ -135,6 +135,26 @@ def test_a_resolver_in_a_stored_config_is_refused_not_evaluated(value, tmp_path,
 def test_references_between_keys_still_load(tmp_path):
     payload = load_checkpoint(str(FIXTURE))  # ${data.channels}, ${model.hidden_channels}, ...
     assert "${data.channels}" in payload["vqbench_config"]
+
+
+def test_a_training_stores_what_its_resolvers_gave_and_keeps_references(tmp_path):
+    """A live config may use resolvers (sweeps/llvq.yaml picks data.root with ${oc.select:...}); its checkpoint
+    stores the resolved value, so it loads back, while references between keys stay references."""
+    live = OmegaConf.create(
+        yaml.safe_load(load_checkpoint(str(FIXTURE))["vqbench_config"])
+        | {"data_roots": {"sample": "/data/here"}, "choice": "sample"}
+    )
+    live.data.root = "${oc.select:'data_roots.${choice}',null}"
+    live.data.tags = ["${oc.decode:'7'}", "${data.channels}"]
+    stored = yaml.safe_load(storable_config(live))
+    assert stored["data"]["root"] == "/data/here"
+    assert stored["data"]["tags"] == [7, "${data.channels}"]
+    assert stored["model"]["encoder"]["in_channels"] == "${data.channels}"
+    payload = torch.load(FIXTURE, map_location="cpu", weights_only=False)
+    payload["vqbench_config"] = storable_config(live)
+    torch.save(payload, tmp_path / "resolved.ckpt")
+    loaded = load_checkpoint(str(tmp_path / "resolved.ckpt"))
+    assert OmegaConf.create(loaded["vqbench_config"]).data.root == "/data/here"
 
 
 def test_a_checkpoint_cannot_trust_itself(tmp_path, sentinel):

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from vqbench.argument_types import check_argument_types
+from vqbench.checkpoint import storable_config
 from vqbench.checks import require_folder
 from vqbench.data.settings import check_data_settings
 from vqbench.errors import ConfigError, DataError
@@ -386,8 +387,8 @@ def build_training_module(cfg: DictConfig, for_training: bool = True) -> Tokeniz
         adversarial=adversarial,
         optimizer=OptimizerSettings(**optimizer),
         ema_decay=cfg.get("ema_decay") if for_training else None,
-        # Unresolved, so that an evaluation's data.root=... reaches every key that interpolates it.
-        config_yaml=OmegaConf.to_yaml(cfg, resolve=False),
+        # References stay, so that an evaluation's data.root=... reaches every key that interpolates it.
+        config_yaml=storable_config(cfg),
         usage_window=cfg.metrics.get("usage_window"),
         health=CodebookHealthSettings(
             steps=cfg.metrics.get("health_steps", 1000),

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from vqbench.errors import CheckpointError, ConfigError
@@ -221,11 +221,31 @@ def stored_config(payload: dict, ckpt: str, trusted_modules: Iterable[str] = ())
     return OmegaConf.create(container)
 
 
+def storable_config(cfg: DictConfig) -> str:
+    """The YAML a checkpoint stores for a live config: references to other keys (``${data.channels}``) stay, so that
+    an evaluation's override reaches every key that follows it; a value that calls a resolver (``${oc.select:...}``,
+    ``${hydra:...}``) is stored as what it resolves to now, since a stored resolver is refused when read back."""
+    container = OmegaConf.to_container(cfg, resolve=False)
+    stored = OmegaConf.create(container)
+    for key, value in _leaves(container):
+        if _calls_resolver(value):
+            resolved = OmegaConf.select(cfg, key, throw_on_missing=True)
+            if isinstance(resolved, (DictConfig, ListConfig)):
+                resolved = OmegaConf.to_container(resolved, resolve=True)
+            OmegaConf.update(stored, key, resolved, merge=False)
+    return OmegaConf.to_yaml(stored, resolve=False)
+
+
+def _calls_resolver(value: Any) -> bool:
+    """Whether a stored value is an interpolation other than a plain reference to another key."""
+    return isinstance(value, str) and "${" in value and "${" in _REFERENCE.sub("", value)
+
+
 def check_stored_config(container: Any, ckpt: str, trusted_modules: Iterable[str] = ()) -> None:
     """Refuses a stored config (a plain container, before anything is built or imported) that names a callable
     outside ALLOWED_TARGETS and ``trusted_modules``, holds a non-plain Hydra key, or uses a resolver."""
     for key, value in _leaves(container):
-        if isinstance(value, str) and "${" in value and _REFERENCE.sub("", value).find("${") >= 0:
+        if _calls_resolver(value):
             raise CheckpointError(
                 f"ckpt={ckpt}: {key}={value!r} calls an interpolation resolver; a checkpoint's config holds values "
                 "and references to its own keys only, so it is refused (docs/checkpoints.md)"
