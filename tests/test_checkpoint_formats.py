@@ -28,8 +28,9 @@ from vqbench.checkpoint import (
     evaluation_config,
     load_checkpoint,
 )
-from vqbench.cli import RESUME_MAY_CHANGE, config_differences, evaluate_checkpoint
 from vqbench.errors import CheckpointError
+from vqbench.evaluate import evaluate_checkpoint
+from vqbench.resume import RESUME_MAY_CHANGE, config_differences
 
 FIXTURES = ROOT / "tests" / "fixtures" / "checkpoints"
 FORMATS = sorted(FORMAT_COMMITS)

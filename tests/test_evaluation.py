@@ -22,7 +22,7 @@ from tests.test_config import compose_cfg
 from tests.test_metrics import _distortions, _real_photos
 from vqbench import load_tokenizer
 from vqbench.build import build_datamodule
-from vqbench.cli import evaluation_config
+from vqbench.checkpoint import evaluation_config
 from vqbench.data.fixtures import write_fashion_mnist
 from vqbench.data.module import ImageDataModule
 from vqbench.data.sampler import StridedShardSampler
@@ -453,7 +453,7 @@ def test_lpips_is_reported_unavailable_below_alexnets_minimum_size():
 
 def test_evaluation_config_takes_data_metrics_trainer_and_seed_from_the_command_line():
     from tests.test_config import compose_cfg
-    from vqbench.cli import evaluation_config, evaluation_trainer_settings
+    from vqbench.evaluate import evaluation_config, evaluation_trainer_settings
 
     trained = compose_cfg(["data.resolution=16", "trainer.max_steps=3", "trainer.precision=bf16-mixed"])
     overrides = ["+eval=true", "ckpt=x.ckpt", "trainer.deterministic=true", "+trainer.benchmark=false"]
@@ -488,7 +488,7 @@ def test_evaluation_config_takes_data_metrics_trainer_and_seed_from_the_command_
 )
 def test_evaluation_refuses_overrides_it_cannot_honour(override, message):
     from tests.test_config import compose_cfg
-    from vqbench.cli import evaluation_config
+    from vqbench.checkpoint import evaluation_config
     from vqbench.errors import ConfigError
 
     with pytest.raises(ConfigError, match=message.replace("*", r"\*")):

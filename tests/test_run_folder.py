@@ -1,7 +1,8 @@
 """Issue 20: one writer per run folder, and evaluations never in a training's folder.
 
-A folder held by a live process (here: this test process, through vqbench.jobs) refuses a second run with status 2
-and one line naming the folder and the holder, and that run writes nothing there (no .hydra/, log, failed.json)."""
+A folder held by a live process (here: this test process, through vqbench.folder_lock) refuses a second run with
+status 2 and one line naming the folder and the holder, and that run writes nothing there (no .hydra/, log,
+failed.json)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, TINY, run_cli, run_in_process
-from vqbench import jobs
+from vqbench import folder_lock
 
 
 def _files(folder: Path) -> dict[str, int]:
@@ -25,9 +26,9 @@ def _files(folder: Path) -> dict[str, int]:
 def held(tmp_path) -> Path:
     """A run folder this test process holds as a training would."""
     folder = tmp_path / "run"
-    assert jobs.acquire(folder, "train")
+    assert folder_lock.acquire(folder, "train")
     yield folder
-    jobs.release(folder)
+    folder_lock.release(folder)
 
 
 def test_a_run_into_a_folder_held_by_a_live_process_exits_2_and_writes_nothing(held, tmp_path):
@@ -43,8 +44,8 @@ def test_a_run_into_a_folder_held_by_a_live_process_exits_2_and_writes_nothing(h
 HOLDER = """
 import sys, time
 from pathlib import Path
-from vqbench import jobs
-jobs.acquire(Path(sys.argv[1]), "train")
+from vqbench import folder_lock
+folder_lock.acquire(Path(sys.argv[1]), "train")
 print("held", flush=True)
 time.sleep(600)
 """
@@ -61,7 +62,7 @@ def test_a_job_into_a_folder_another_process_holds_writes_no_failure_record(tmp_
         holder.kill()
         holder.wait()
     assert status == 2 and f"is in use by another run (train pid {holder.pid} on " in output, output
-    assert sorted(p.name for p in folder.iterdir()) == [jobs.LOCK_FILE]  # no failed.json, checkpoints, logs
+    assert sorted(p.name for p in folder.iterdir()) == [folder_lock.LOCK_FILE]  # no failed.json, checkpoints, logs
 
 
 @pytest.mark.parametrize("marker", ["checkpoints", "lock"])
@@ -72,8 +73,8 @@ def test_an_evaluation_never_writes_into_a_training_folder(marker, tmp_path):
         (training / ".hydra").mkdir()
         (training / "checkpoints" / "last.ckpt").write_bytes(b"")
     else:  # a training that ended before its first checkpoint: its lock file says so
-        jobs.acquire(training, "train")
-        jobs.release(training)
+        folder_lock.acquire(training, "train")
+        folder_lock.release(training)
     before = _files(training)
     for out in (training, training / "eval"):
         status, output = run_in_process("+eval=true", f"ckpt={training}/checkpoints/last.ckpt", out=out)
@@ -83,7 +84,7 @@ def test_an_evaluation_never_writes_into_a_training_folder(marker, tmp_path):
 
 def test_a_checkpoints_folder_alone_does_not_make_a_training_folder(tmp_path):
     (tmp_path / "checkpoints").mkdir()  # e.g. a project root where evaluations go into outputs/...
-    assert jobs.training_folder(tmp_path / "outputs" / "eval") is None
+    assert folder_lock.training_folder(tmp_path / "outputs" / "eval") is None
 
 
 @pytest.mark.slow
@@ -93,7 +94,7 @@ def test_the_identical_command_started_twice_at_once_runs_once(tmp_path):
     command = [sys.executable, str(ROOT / "run.py"), *args, f"hydra.run.dir={out}"]
     first = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
-    while not (out / jobs.LOCK_FILE).is_file() or not (out / jobs.LOCK_FILE).read_text():
+    while not (out / folder_lock.LOCK_FILE).is_file() or not (out / folder_lock.LOCK_FILE).read_text():
         assert first.poll() is None and time.monotonic() < deadline
         time.sleep(0.02)
     second = run_cli(*args, f"hydra.run.dir={out}", cwd=tmp_path, check=False)

@@ -13,10 +13,10 @@ import torch
 from omegaconf import OmegaConf
 
 from tests.conftest import TINY, run_cli, run_in_process
-from vqbench.cli import FailedJobsSummary
 from vqbench.data.fixtures import write_png_folder
 from vqbench.report import main as report_main
 from vqbench.results import read_metrics, write_failure
+from vqbench.sweep_callbacks import FailedJobsSummary
 from vqbench.training.module import TokenizerModule
 
 

@@ -87,3 +87,12 @@ def _basis(quantizer) -> str:
     if isinstance(bits, int):
         return f"{bits} sign bits (K = 2^{bits})"
     return f"log2 K, K = {quantizer.codebook_size}"
+
+
+def compression_record(tokenizer: Tokenizer, cfg: DictConfig, metrics: dict, stage: str, unavailable: dict) -> dict:
+    """``{"compression": ...}`` for metrics.json , or the reason under ``unavailable``."""
+    figures, reason = compression_figures(tokenizer, cfg, metrics, stage)
+    if reason is not None:
+        unavailable["compression"] = reason
+        return {}
+    return {"compression": figures}

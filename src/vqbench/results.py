@@ -101,3 +101,14 @@ def format_table(metrics: dict[str, float], title: str) -> str:
     lines = [title, "-" * max(len(title), width + 14)]
     lines += [f"{k:<{width}}  {v:>12.6f}" for k, v in metrics.items()]
     return "\n".join(lines)
+
+
+def plain_floats(metrics: dict) -> dict[str, float]:
+    """Lightning's logged values (tensors) as plain floats, for metrics.json."""
+    return {k: float(v) for k, v in metrics.items()}
+
+
+def print_unavailable(unavailable: dict[str, str]) -> None:
+    """One console line per metric that was not computed, with the reason."""
+    for name, reason in unavailable.items():
+        print(f"{name}: not computed. {reason}")

@@ -2,7 +2,7 @@
 
 A training validates every ``trainer.val_check_interval`` steps; when its last step is one of them, ``trainer.fit``
 has already validated the final weights. ``FinalValidation`` keeps what the latest validation logged and at which
-step; ``cli.train`` reuses it when that step is the last one and validates only otherwise.
+step; ``vqbench.train.train`` reuses it when that step is the last one and validates only otherwise.
 """
 
 from __future__ import annotations

@@ -6,6 +6,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import lightning as L
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+
 from vqbench.checks import is_int, is_number, require_count
 from vqbench.errors import ConfigError
 
@@ -45,3 +48,11 @@ def check_trainer_settings(trainer: Any) -> None:
             "trainer.limit_val_batches must be a number of batches >= 0 (e.g. 8) or a fraction in [0, 1] "
             f"(e.g. 1.0); got {limit!r}"
         )
+
+
+def lightning_trainer(**kwargs) -> L.Trainer:
+    """lightning.Trainer, with its complaints about trainer.* values turned into a one-line ConfigError."""
+    try:
+        return L.Trainer(**kwargs)
+    except (MisconfigurationException, ValueError, TypeError) as error:
+        raise ConfigError(f"trainer: {error}") from None
