@@ -21,8 +21,9 @@ from omegaconf import OmegaConf
 
 from tests.conftest import ROOT
 from vqbench import load_tokenizer
-from vqbench.checkpoint import ALLOWED_TARGETS, check_targets, load_checkpoint, storable_config
+from vqbench.checkpoint import ALLOWED_TARGETS, check_targets, load_checkpoint
 from vqbench.errors import CheckpointError, ConfigError
+from vqbench.stored_config import storable_config
 
 FIXTURE = ROOT / "tests" / "fixtures" / "checkpoints" / "format_5" / "last.ckpt"
 SENTINEL = "vqbench_sentinel"

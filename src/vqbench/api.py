@@ -162,12 +162,12 @@ def load_tokenizer(
     from vqbench.checkpoint import load_checkpoint
 
     if str(checkpoint).startswith("hf://") or Path(checkpoint).is_dir():
-        from vqbench.export import download, load_export
+        from vqbench.export_format import download, read_export
 
         if use_ema:
             raise VqbenchError("an export holds one set of weights; export with use_ema=true instead of loading it so")
         folder = download(str(checkpoint).removeprefix("hf://")) if str(checkpoint).startswith("hf://") else checkpoint
-        return load_export(folder, device, trusted_modules=trusted_modules)
+        return tokenizer_from_checkpoint(read_export(folder, trusted_modules), str(folder), False, device)
 
     payload = load_checkpoint(str(checkpoint), trusted_modules=trusted_modules)
     return tokenizer_from_checkpoint(payload, str(checkpoint), use_ema, device)

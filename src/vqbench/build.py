@@ -22,7 +22,6 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from vqbench.argument_types import check_argument_types
-from vqbench.checkpoint import storable_config
 from vqbench.checks import require_folder
 from vqbench.data.settings import check_data_settings
 from vqbench.errors import ConfigError, DataError
@@ -33,6 +32,7 @@ from vqbench.models.discriminator import INITS, PatchDiscriminator
 from vqbench.models.tokenizer import Tokenizer
 from vqbench.quantizers.base import Quantizer
 from vqbench.quantizers.fsq import format_levels, levels_for_codebook_size, levels_problem
+from vqbench.stored_config import storable_config
 from vqbench.training.module import (
     OPTIMIZERS,
     SCHEDULES,

@@ -35,22 +35,20 @@ from __future__ import annotations
 
 import logging
 import pickle
-import re
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from vqbench.errors import CheckpointError, ConfigError
+from vqbench.stored_config import CHECKPOINT_FORMAT, calls_resolver, config_leaves
 
 log = logging.getLogger("vqbench")
 
-#: The format this version writes (``vqbench_format`` in every checkpoint).
-CHECKPOINT_FORMAT = 6
 #: The earliest format that holds the data loader's position, so that a training can continue from it exactly.
 RESUMABLE_FROM = 5
 #: The last commit of main that wrote each earlier format (docs/checkpoints.md; tests/fixtures/checkpoints/).
@@ -98,8 +96,7 @@ _HYDRA_KEYS = {
     "_convert_": (str,),
     "_args_": (list,),
 }
-#: ``${a.b}``, ``${.a}``, ``${a[0]}``: a reference to another key of the config (no resolver, no nesting).
-_REFERENCE = re.compile(r"\$\{\.*[A-Za-z_][\w-]*(?:\.[\w-]+|\[\d+\])*\}")
+
 
 #: Keys added since format 1 that do not change what an earlier checkpoint computes: their value here is the
 #: behaviour earlier versions had (no clipping, a constant lr, no weight EMA, the standard EMA codebook rule, the
@@ -221,31 +218,11 @@ def stored_config(payload: dict, ckpt: str, trusted_modules: Iterable[str] = ())
     return OmegaConf.create(container)
 
 
-def storable_config(cfg: DictConfig) -> str:
-    """The YAML a checkpoint stores for a live config: references to other keys (``${data.channels}``) stay, so that
-    an evaluation's override reaches every key that follows it; a value that calls a resolver (``${oc.select:...}``,
-    ``${hydra:...}``) is stored as what it resolves to now, since a stored resolver is refused when read back."""
-    container = OmegaConf.to_container(cfg, resolve=False)
-    stored = OmegaConf.create(container)
-    for key, value in _leaves(container):
-        if _calls_resolver(value):
-            resolved = OmegaConf.select(cfg, key, throw_on_missing=True)
-            if isinstance(resolved, (DictConfig, ListConfig)):
-                resolved = OmegaConf.to_container(resolved, resolve=True)
-            OmegaConf.update(stored, key, resolved, merge=False)
-    return OmegaConf.to_yaml(stored, resolve=False)
-
-
-def _calls_resolver(value: Any) -> bool:
-    """Whether a stored value is an interpolation other than a plain reference to another key."""
-    return isinstance(value, str) and "${" in value and "${" in _REFERENCE.sub("", value)
-
-
 def check_stored_config(container: Any, ckpt: str, trusted_modules: Iterable[str] = ()) -> None:
     """Refuses a stored config (a plain container, before anything is built or imported) that names a callable
     outside ALLOWED_TARGETS and ``trusted_modules``, holds a non-plain Hydra key, or uses a resolver."""
-    for key, value in _leaves(container):
-        if _calls_resolver(value):
+    for key, value in config_leaves(container):
+        if calls_resolver(value):
             raise CheckpointError(
                 f"ckpt={ckpt}: {key}={value!r} calls an interpolation resolver; a checkpoint's config holds values "
                 "and references to its own keys only, so it is refused (docs/checkpoints.md)"
@@ -261,7 +238,7 @@ def check_targets(container: Any, trusted_modules: Iterable[str] = ()) -> None:
     that is not allowed: every nested dict and list is walked, before anything is imported. Applies to a stored
     config and to the config of a training alike (docs/checkpoints.md)."""
     trusted = tuple(_prefixes(trusted_modules))
-    for key, value in _leaves(container):
+    for key, value in config_leaves(container):
         name = key.rsplit(".", 1)[-1]
         if name == "_target_":
             if not isinstance(value, str) or not _allowed(value, trusted):
@@ -297,23 +274,6 @@ def _allowed(target: str, trusted: Sequence[str]) -> bool:
 
 def _module_of(target: Any) -> str:
     return str(target).rsplit(".", 1)[0] if "." in str(target) else str(target)
-
-
-def _leaves(node: Any, prefix: str = "") -> Iterable[tuple[str, Any]]:
-    """(dotted key, value) of every entry of nested dicts and lists; a dict or list is itself yielded too, so that
-    a key such as ``_args_`` is seen with its list."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            path = f"{prefix}{key}"
-            yield path, value
-            if isinstance(value, (dict, list)):
-                yield from _leaves(value, path + ".")
-    elif isinstance(node, list):
-        for index, value in enumerate(node):
-            path = f"{prefix[:-1]}[{index}]"
-            yield path, value
-            if isinstance(value, (dict, list)):
-                yield from _leaves(value, path + ".")
 
 
 # --- formats and upgrades -----------------------------------------------------------------------------------------

@@ -40,9 +40,9 @@ import torch
 from omegaconf import OmegaConf
 from torch import Tensor
 
-from vqbench.checkpoint import CHECKPOINT_FORMAT
 from vqbench.errors import CheckpointError, VqbenchError
 from vqbench.permissions import as_created
+from vqbench.stored_config import CHECKPOINT_FORMAT
 
 FORMATS = ("taming", "llamagen")
 #: The released recipe each format's config is built on (conf/experiment/).

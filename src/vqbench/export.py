@@ -31,11 +31,8 @@ import tempfile
 from pathlib import Path
 
 from vqbench.errors import OutputError, VqbenchError
+from vqbench.export_format import CONFIG_FILE, FORMAT, README_FILE, WEIGHTS_FILE, is_export
 
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
-README_FILE = "README.md"
-FORMAT = "vqbench-tokenizer"
 USAGE = "usage: python -m vqbench.export ckpt=PATH out=DIR [use_ema=false]"
 OPTIONS = {"ckpt", "out", "use_ema"}
 
@@ -54,14 +51,6 @@ def parse_arguments(argv: list[str]) -> dict:
     if use_ema not in ("true", "false"):
         raise VqbenchError(f"use_ema={options['use_ema']}: expected true or false")
     return {"ckpt": options["ckpt"], "out": Path(options["out"]), "use_ema": use_ema == "true"}
-
-
-def is_export(folder: Path) -> bool:
-    """Whether ``folder`` holds a vqbench export (its config.json says so)."""
-    try:
-        return json.loads((folder / CONFIG_FILE).read_text()).get("format") == FORMAT
-    except (OSError, ValueError, AttributeError):
-        return False
 
 
 def _check_output(out: Path) -> None:
@@ -143,56 +132,6 @@ def _model_card(record: dict) -> str:
         "ids = tok.encode(tok.preprocess(images))\nimages_back = tok.decode(ids)\n```\n\n"
         "`config.json` holds the resolved vqbench config; `model.safetensors` the weights.\n"
     )
-
-
-def load_export(folder: str | Path, device="cpu", trusted_modules=()):
-    """The ``ImageTokenizer`` of an export folder (``vqbench.load_tokenizer(DIR)`` calls this). Its config is data,
-    checked like a checkpoint's (``vqbench.checkpoint.check_stored_config``) before anything is built."""
-    from omegaconf import OmegaConf
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    from vqbench.api import tokenizer_from_checkpoint
-    from vqbench.checkpoint import check_stored_config
-
-    folder = Path(folder)
-    if not is_export(folder) or not (folder / WEIGHTS_FILE).is_file():
-        raise VqbenchError(
-            f"{folder} is not a vqbench export (it needs {CONFIG_FILE} with format {FORMAT} and {WEIGHTS_FILE}); "
-            "write one with python -m vqbench.export ckpt=... out=DIR"
-        )
-    record = json.loads((folder / CONFIG_FILE).read_text())
-    check_stored_config(record.get("config"), str(folder), trusted_modules)
-    try:
-        weights = load_file(folder / WEIGHTS_FILE)
-    except (SafetensorError, OSError) as error:
-        raise VqbenchError(f"{folder / WEIGHTS_FILE} cannot be read ({error}); export the checkpoint again") from None
-    # The same path as a checkpoint: the config rebuilds the model, the weights load strictly into it.
-    payload = {
-        "vqbench_config": OmegaConf.to_yaml(OmegaConf.create(record["config"])),
-        "state_dict": {f"tokenizer.{name}": tensor for name, tensor in weights.items()},
-    }
-    return tokenizer_from_checkpoint(payload, str(folder), use_ema=False, device=device)
-
-
-def download(repo: str) -> Path:
-    """The local copy of a Hugging Face Hub repository (``OWNER/NAME``, ``OWNER/NAME@REVISION``) holding an export:
-    only its config.json, model.safetensors and README.md are fetched (huggingface_hub's cache; ``HF_HUB_OFFLINE=1``
-    uses the cached copy)."""
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError:
-        raise VqbenchError("loading from the Hugging Face Hub needs huggingface_hub: pip install -e '.[hub]'") from None
-    repo_id, _, revision = repo.partition("@")
-    try:
-        path = snapshot_download(
-            repo_id, revision=revision or None, allow_patterns=[CONFIG_FILE, WEIGHTS_FILE, README_FILE]
-        )
-    except Exception as error:  # huggingface_hub raises many kinds (offline, not found, gated, bad name)
-        raise VqbenchError(
-            f"cannot fetch hf://{repo} from the Hugging Face Hub: {type(error).__name__}: {error}"
-        ) from None
-    return Path(path)
 
 
 def main(argv: list[str] | None = None) -> int:

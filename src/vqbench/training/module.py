@@ -38,13 +38,13 @@ from lightning.pytorch.strategies import DDPStrategy
 from torch import Tensor, nn
 from torchmetrics import Metric
 
-from vqbench.checkpoint import CHECKPOINT_FORMAT
 from vqbench.errors import ConfigError
 from vqbench.losses import adaptive_weight, discriminator_loss, generator_loss, last_layer_weight, lecam_regularizer
 from vqbench.metrics import CodebookUsage, DistinctTokens, MeanPerImage, l1, psnr, ssim
 from vqbench.metrics.codebook_health import RecentCodeUsage
 from vqbench.models.tokenizer import Tokenizer
 from vqbench.quantizers.ema import EMAVectorQuantizer
+from vqbench.stored_config import CHECKPOINT_FORMAT
 from vqbench.training.ema import WeightEMA
 from vqbench.training.nonfinite import all_finite
 
