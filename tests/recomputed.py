@@ -12,8 +12,9 @@ from omegaconf import OmegaConf
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from torchvision.io import read_image
 
-from vqbench.build import build_datamodule, build_tokenizer, pixel_statistic
+from vqbench.build import build_datamodule, build_tokenizer
 from vqbench.data.module import pixel_tensor
+from vqbench.data.settings import pixel_statistic
 
 
 def image_metrics(originals: np.ndarray, reconstructions: np.ndarray, ssim_window: str = "uniform") -> dict[str, float]:
@@ -67,7 +68,7 @@ def _unit_range_images(images: torch.Tensor, mean: torch.Tensor, std: torch.Tens
 
 
 def _pixel_statistic(cfg, key: str) -> torch.Tensor:
-    return pixel_tensor(pixel_statistic(cfg, key), torch.empty(0))
+    return pixel_tensor(pixel_statistic(cfg.data, key), torch.empty(0))
 
 
 def checkpoint_outputs(

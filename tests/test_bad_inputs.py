@@ -18,16 +18,10 @@ import torch
 
 from tests.conftest import TINY, TINY_TRAINING, run_in_process
 from tests.test_config import compose_cfg
-from vqbench.build import (
-    build_datamodule,
-    build_quantizer,
-    build_training_module,
-    check_config,
-    check_shapes,
-    reconcile_codebook_size,
-)
+from vqbench.build import build_datamodule, build_quantizer, build_training_module, check_config, check_shapes
 from vqbench.data.fixtures import write_celeba, write_fashion_mnist, write_imagenet, write_png_folder
 from vqbench.errors import ConfigError
+from vqbench.quantizer_settings import reconcile_codebook_size
 
 #: TINY's data and steps, for another model.
 TINY_DATA = [o for o in TINY if not o.startswith("model.")]

@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 from tests.conftest import ROOT, run_cli
 from tests.test_config import compose_cfg
 from vqbench import load_tokenizer
-from vqbench.build import build_tokenizer, check_config, reconcile_codebook_size
+from vqbench.build import build_tokenizer, check_config
 from vqbench.checkpoint import (
     CHECKPOINT_FORMAT,
     FORMAT_COMMITS,
@@ -30,6 +30,7 @@ from vqbench.checkpoint import (
 )
 from vqbench.errors import CheckpointError
 from vqbench.evaluate import evaluate_checkpoint
+from vqbench.quantizer_settings import reconcile_codebook_size
 from vqbench.resume import RESUME_MAY_CHANGE, config_differences
 
 FIXTURES = ROOT / "tests" / "fixtures" / "checkpoints"

@@ -6,16 +6,9 @@ from hydra import compose, initialize_config_dir
 from lightning import Trainer
 from omegaconf import OmegaConf
 
-from vqbench.build import (
-    build_datamodule,
-    build_quantizer,
-    build_tokenizer,
-    build_training_module,
-    check_config,
-    quantizer_class,
-    reconcile_codebook_size,
-)
+from vqbench.build import build_datamodule, build_quantizer, build_tokenizer, build_training_module, check_config
 from vqbench.errors import ConfigError
+from vqbench.quantizer_settings import quantizer_class, reconcile_codebook_size
 from vqbench.training.module import RECONSTRUCTION_LOSSES, AdversarialSettings
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

@@ -16,9 +16,10 @@ import pytest
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from vqbench.build import build_quantizer, quantizer_class
+from vqbench.build import build_quantizer
 from vqbench.compose import compose_config
 from vqbench.metrics.codebook_health import level_codebooks
+from vqbench.quantizer_settings import quantizer_class
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 QUANTIZERS = sorted(path.stem for path in (CONF / "quantizer").glob("*.yaml"))

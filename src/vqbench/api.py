@@ -119,10 +119,10 @@ class ImageTokenizer:
 
     def from_uint8(self, pixels: Tensor) -> Tensor:
         """uint8 0..255 pixels (B x C x S x S, already cropped) -> the pixel space, as the data module maps them."""
-        from vqbench.build import pixel_statistic
+        from vqbench.data.settings import pixel_statistic
 
         return to_model_range(
-            pixels, pixel_statistic(self.config, "pixel_mean"), pixel_statistic(self.config, "pixel_std")
+            pixels, pixel_statistic(self.config.data, "pixel_mean"), pixel_statistic(self.config.data, "pixel_std")
         )
 
     def to_uint8(self, images: Tensor) -> Tensor:
@@ -131,9 +131,9 @@ class ImageTokenizer:
         return images.mul(std).add(mean).clamp(0, 1).mul(255).round().to(torch.uint8)
 
     def _pixel_statistics(self, like: Tensor) -> tuple[Tensor, Tensor]:
-        from vqbench.build import pixel_statistic
+        from vqbench.data.settings import pixel_statistic
 
-        mean, std = (pixel_statistic(self.config, key) for key in ("pixel_mean", "pixel_std"))
+        mean, std = (pixel_statistic(self.config.data, key) for key in ("pixel_mean", "pixel_std"))
         return pixel_tensor(mean, like), pixel_tensor(std, like)
 
 

@@ -29,6 +29,11 @@ def require_count(key: str, value: Any, minimum: int = 0, what: str = "", allow_
     raise ConfigError(f"{key} must be an integer >= {minimum}{what}{null}, got {value!r}")
 
 
+def require_positive_int(key: str, value: Any) -> None:
+    if not (is_int(value) and value >= 1):
+        raise ConfigError(f"{key} must be a positive integer, got {value!r}")
+
+
 def require_bool(key: str, value: Any) -> None:
     if not isinstance(value, bool):
         raise ConfigError(f"{key} must be true or false, got {value!r}")

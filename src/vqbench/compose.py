@@ -15,8 +15,8 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 import vqbench.sweep_configs  # noqa: F401  (registers the `sweep` group: the files of sweeps/)
-from vqbench.build import reconcile_codebook_size
 from vqbench.errors import ConfigError
+from vqbench.quantizer_settings import reconcile_codebook_size
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 

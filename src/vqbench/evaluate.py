@@ -22,7 +22,6 @@ from vqbench.build import (
     build_tokenizer,
     check_config,
     effective_size_splits,
-    reconcile_codebook_size,
 )
 from vqbench.checkpoint import (
     EVAL_TRAINER_KEYS,
@@ -39,6 +38,7 @@ from vqbench.job_status import check_writable, finished_results, output_dir, tas
 from vqbench.metrics.aggregate import MAX_DISTINCT_TOKENS
 from vqbench.metrics.fid_reference import dataset_fingerprint, save_reference
 from vqbench.metrics.settings import reconstructions_folder
+from vqbench.quantizer_settings import reconcile_codebook_size
 from vqbench.results import format_table, plain_floats, print_unavailable
 from vqbench.training.callbacks import SaveReconstructions
 from vqbench.training.performance import set_tf32

@@ -14,14 +14,7 @@ from dataclasses import dataclass, field
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
-from vqbench.build import (
-    build_datamodule,
-    build_logger,
-    build_training_module,
-    check_config,
-    check_shapes,
-    reconcile_codebook_size,
-)
+from vqbench.build import build_datamodule, build_logger, build_training_module, check_config, check_shapes
 from vqbench.checkpoint import check_targets, load_checkpoint, trusted_prefixes
 from vqbench.compression import compression_record
 from vqbench.cost import CostMeter, TrainingCost
@@ -36,6 +29,7 @@ from vqbench.job_status import (
     task_overrides,
     write_results,
 )
+from vqbench.quantizer_settings import reconcile_codebook_size
 from vqbench.results import METRICS_FILE, format_table, plain_floats, print_unavailable
 from vqbench.resume import resume_from
 from vqbench.training.callbacks import CodeUsageHistogram, ReconstructionGrid, SeedEachStep

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from vqbench.checks import is_number, require_bool, require_count, require_folder
+from vqbench.checks import is_number, require_bool, require_count, require_folder, require_positive_int
 from vqbench.errors import ConfigError
 
 #: data.make_dataset.* keys that count images (conf/data/sample.yaml).
@@ -24,6 +25,8 @@ def _resolved(data: Any, key: str) -> Any:
 
 def check_data_settings(data: Any) -> None:
     """``data`` is the config's data node (a DictConfig); keys an older config lacks are not checked."""
+    for key in ("batch_size", "resolution", "channels"):
+        require_positive_int(f"data.{key}", data.get(key))
     require_count("data.num_workers", data.get("num_workers", 0), 0, " (loader processes; 0: load in the main one)")
     require_count("data.eval_batch_size", data.get("eval_batch_size"), 1, " (images per evaluation batch)", True)
     for key in ("flip", "cache", "skip_corrupt"):
@@ -43,3 +46,18 @@ def check_data_settings(data: Any) -> None:
     fraction = make_dataset.get("holdout_fraction", 0.5)
     if not (is_number(fraction) and 0 < fraction < 1):
         raise ConfigError(f"data.make_dataset.holdout_fraction must be in (0, 1), got {fraction!r}")
+    for key in ("pixel_mean", "pixel_std"):
+        value = pixel_statistic(data, key)
+        values = value if isinstance(value, list) else [value]
+        numbers = all(is_number(v) for v in values)
+        if not numbers or len(values) not in (1, data.channels) or (key == "pixel_std" and min(values) <= 0):
+            raise ConfigError(
+                f"data.{key} must be a{' positive' if key == 'pixel_std' else ''} number or a list of "
+                f"data.channels={data.channels} of them, got {value!r}"
+            )
+
+
+def pixel_statistic(data: Any, key: str) -> float | list[float]:
+    """``data.pixel_mean`` / ``data.pixel_std`` (0.5, i.e. [-1, 1] model space, where a data config has none)."""
+    value = data.get(key, 0.5)
+    return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value

@@ -7,11 +7,26 @@ and nearest-code search are what the suite measures.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
+from vqbench.errors import ConfigError
+
 #: The switches of the ``performance`` config group (conf/performance/plain.yaml, gpu.yaml), each a boolean.
 SWITCHES = ("compile", "channels_last", "tf32", "fused_adam")
+
+
+def check_performance_settings(performance: Any) -> None:
+    """``performance`` is the config's performance node; a switch it lacks is off."""
+    for switch in SWITCHES:
+        value = performance.get(switch, False)
+        if not isinstance(value, bool):
+            raise ConfigError(
+                f"performance.{switch} must be true or false, got {value!r}; performance=gpu turns every speed "
+                "switch on, performance=plain (the default) turns them off"
+            )
 
 
 def trains_on_cuda(cfg) -> bool:

@@ -31,6 +31,11 @@ def check_trainer_settings(trainer: Any) -> None:
     require_count("trainer.num_sanity_val_steps", trainer.get("num_sanity_val_steps", 0), -1, " (-1: all)")
     require_count("trainer.check_val_every_n_epoch", trainer.get("check_val_every_n_epoch"), 1, "", True)
     require_count("trainer.num_nodes", trainer.get("num_nodes", 1), 1)
+    if trainer.get("gradient_clip_val") is not None:
+        raise ConfigError(
+            "trainer.gradient_clip_val does not apply (training uses manual optimization); set optimizer.grad_clip="
+            f"{trainer.gradient_clip_val} instead"
+        )
     interval = trainer.get("val_check_interval")
     if not (
         interval is None
