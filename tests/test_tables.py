@@ -21,7 +21,6 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from tests.test_config import CONF
 from vqbench.build import check_config, reconcile_codebook_size
 from vqbench.errors import ConfigError
 from vqbench.published import SWEEPS_DIR, TABLE_KEY, load_table, table_names
@@ -29,6 +28,8 @@ from vqbench.report import _same, key_value
 from vqbench.report import main as report_main
 from vqbench.results import write_metrics
 from vqbench.sweep_configs import register_sweeps
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def has_sweep(name: str, folder: Path = SWEEPS_DIR) -> bool:
