@@ -110,15 +110,15 @@ def test_the_toy_quantizer_and_dataset_of_the_doc_train_and_pass_the_contract_te
 def test_the_table_of_the_doc_is_found_in_a_sweeps_folder_and_passes_the_table_contract(tmp_path):
     """The doc's table file, alone in a sweeps folder: discovered, registered, and its contract holds (the sweep
     composes, every job; its key columns are config keys; its published rows are the jobs)."""
-    from tests.test_tables import contract_problems, sweep_jobs
+    from tests.test_tables import config_store_restored, contract_problems, sweep_jobs
     from vqbench.published import table_names
     from vqbench.sweep_configs import register_sweeps
 
     folder = tmp_path / "sweeps"
     folder.mkdir()
-    path = f"sweeps/{TABLE}.yaml"
-    (folder / f"{TABLE}.yaml").write_text(example_files()[path])
+    (folder / f"{TABLE}.yaml").write_text(example_files()[f"sweeps/{TABLE}.yaml"])
     assert table_names(folder) == [TABLE]
-    assert f"sweep/{TABLE}_rows/d8_k2048" in register_sweeps(folder)
-    assert len(sweep_jobs(TABLE)) == 2
-    assert contract_problems(TABLE, folder) == []
+    with config_store_restored():  # the doc's sweep is registered for this test only
+        assert f"sweep/{TABLE}_rows/d8_k2048" in register_sweeps(folder)
+        assert len(sweep_jobs(TABLE)) == 2
+        assert contract_problems(TABLE, folder) == []

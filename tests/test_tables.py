@@ -1,12 +1,15 @@
 """The contract of a published table, for every table found in sweeps/ (no list to edit): a ``sweeps/NAME.yaml`` with a
 ``published:`` block. Its sweep composes, every job (the product of ``hydra.sweeper.params``, as Hydra's basic
-sweeper expands it); each key column of the table names a config key (or a config group) that every job has; every
-published row is one of the sweep's jobs. A table file with nothing but ``published:`` has no sweep (released
-weights that are only evaluated) and only its own format is checked.
+sweeper expands it), and no job's config holds the file's ``published:`` or ``rows:`` block; each key column of the
+table names a config key (or a config group) that every job has; every published row is one of the sweep's jobs. A
+table file with nothing but ``published:`` has no sweep (released weights that are only evaluated) and only its own
+format is checked.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import itertools
 import shutil
 from pathlib import Path
@@ -15,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
@@ -27,9 +31,26 @@ from vqbench.published import SWEEPS_DIR, TABLE_KEY, load_table, table_names
 from vqbench.report import _same, key_value
 from vqbench.report import main as report_main
 from vqbench.results import write_metrics
-from vqbench.sweep_configs import register_sweeps
+from vqbench.sweep_configs import ROWS_KEY, register_sweeps
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+@contextlib.contextmanager
+def config_store_restored():
+    """Hydra's ConfigStore as it was before, afterwards: a sweeps folder registered inside is gone after it."""
+    store = ConfigStore.instance()
+    saved = copy.deepcopy(store.repo)
+    try:
+        yield store
+    finally:
+        store.repo = saved
+
+
+@pytest.fixture
+def own_config_store():
+    with config_store_restored() as store:
+        yield store
 
 
 def has_sweep(name: str, folder: Path = SWEEPS_DIR) -> bool:
@@ -90,7 +111,12 @@ def contract_problems(name: str, folder: Path = SWEEPS_DIR) -> list[str]:
         jobs = [(overrides, compose_job(overrides)) for overrides in sweep_jobs(name)]
     except (HydraException, OmegaConfBaseException, ConfigError) as error:
         return [f"{name}: the sweep does not compose: {str(error).splitlines()[0]}"]
-    problems = []
+    problems = [
+        f"{name}: the job {' '.join(overrides)} holds the sweep file's {key}: block in its config"
+        for overrides, job in jobs
+        for key in (TABLE_KEY, ROWS_KEY)
+        if key in job["config"]
+    ]
     keys = [(i, column.key) for i, column in enumerate(table.keys) if column.key is not None]
     for _, key in keys:
         missing = [" ".join(overrides) for overrides, job in jobs if not _has_key(job, key)]
@@ -153,7 +179,9 @@ def _toy(folder: Path, name: str, quantizers="vq,ema", size_key="codebook.size",
     (folder / f"{name}.yaml").write_text(text)
 
 
-def test_a_table_file_dropped_into_sweeps_is_found_registered_checked_and_reported(tmp_path, monkeypatch, capsys):
+def test_a_table_file_dropped_into_sweeps_is_found_registered_checked_and_reported(
+    tmp_path, monkeypatch, capsys, own_config_store
+):
     """One file, no list edited: discovered as a table, its sweep and rows registered, the contract checked; a
     sweep that does not compose, a key column that names no config key, or a published row no job runs fails it."""
     folder = tmp_path / "sweeps"
