@@ -38,13 +38,14 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 
 @contextlib.contextmanager
 def config_store_restored():
-    """Hydra's ConfigStore as it was before, afterwards: a sweeps folder registered inside is gone after it."""
+    """The ``sweep`` group of Hydra's ConfigStore as it was before, afterwards: a sweeps folder registered inside is
+    gone after it. (Only that group: Hydra's plugins register their own configs once, on first use.)"""
     store = ConfigStore.instance()
-    saved = copy.deepcopy(store.repo)
+    saved = copy.deepcopy(store.repo["sweep"])
     try:
         yield store
     finally:
-        store.repo = saved
+        store.repo["sweep"] = saved
 
 
 @pytest.fixture
@@ -214,6 +215,12 @@ def test_a_table_file_dropped_into_sweeps_is_found_registered_checked_and_report
     assert "'codebook.sise' is no config key" in problems[0] and len(problems) == 3
     [problem] = contract_problems("toy_table_bad_row", folder)
     assert "published row [32, 'ema'] is none of the sweep's 4 jobs" in problem
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "toy_table_list_rows.yaml").write_text("rows: [small, large]\n")
+    with pytest.raises(ValueError, match="toy_table_list_rows.yaml: rows: must map each row's name to its settings"):
+        register_sweeps(broken)
 
     # the report finds it too
     monkeypatch.setattr("vqbench.published.SWEEPS_DIR", folder)

@@ -100,7 +100,7 @@ def table_names(folder: Path | None = None) -> list[str]:
 def load_table(name: str, folder: Path | None = None) -> PublishedTable:
     """The ``published:`` block of ``sweeps/NAME.yaml`` (``folder`` instead of the repository's sweeps/)."""
     path = _sweeps_dir(folder) / f"{name}.yaml"
-    data = _read(path).get(TABLE_KEY) if path.is_file() else None
+    data = _read(path).get(TABLE_KEY) if path.is_file() and path.parent == _sweeps_dir(folder) else None
     if data is None:
         tables = ", ".join(table_names(folder))
         raise TableError(

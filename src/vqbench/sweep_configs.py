@@ -54,6 +54,8 @@ def register_sweeps(folder: Path = SWEEPS_DIR) -> list[str]:
         node = OmegaConf.create(text)
         node.pop(TABLE_KEY, None)
         rows = node.pop(ROWS_KEY, None)
+        if rows is not None and not (OmegaConf.is_dict(rows) and all(OmegaConf.is_dict(v) for v in rows.values())):
+            raise ValueError(f"{path}: {ROWS_KEY}: must map each row's name to its settings (ROW: {{KEY: VALUE}})")
         for row, settings in (rows or {}).items():
             row_group = f"{group}/{relative.stem}_rows"
             store.store(name=str(row), node=settings, group=row_group, package="_global_")
