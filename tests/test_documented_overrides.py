@@ -11,7 +11,6 @@ needs ``quantizer=fsq``) must compose with some option of its group, or with som
 
 from __future__ import annotations
 
-import contextlib
 import re
 import shlex
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from tests.conftest import ROOT
 from vqbench.tokenize import OPTIONS as TOKENIZE_OPTIONS
 
 CONF = ROOT / "conf"
+SWEEPS = ROOT / "sweeps"
 #: A Hydra override word: optional +/~/++, a dotted (or group/path) key, =, a value without parentheses.
 OVERRIDE = re.compile(r"^(\+\+|\+|~)?[A-Za-z_][\w-]*(?:[./][A-Za-z_][\w-]*)*(?:@[\w.]+)?=[^()]*$")
 #: Fenced code blocks read as commands (python, yaml, ... blocks are not command lines).
@@ -153,23 +153,31 @@ def documented_overrides() -> list[Documented]:
 
 
 def _group_folder(key: str) -> Path:
-    """The folder of a config group: conf/GROUP, or sweeps/ for the sweep group (vqbench/sweep_configs.py)."""
-    parts = key.replace(".", "/").split("/")
-    return ROOT.joinpath("sweeps", *parts[1:]) if parts[0] == "sweep" else CONF.joinpath(*parts)
+    """The folder of a config group under conf/."""
+    return CONF.joinpath(*key.replace(".", "/").split("/"))
+
+
+def _stored_options(key: str) -> set[str] | None:
+    """The options of a group in Hydra's ConfigStore, or None if it holds no such group: the sweep group and its
+    row groups (registered from sweeps/ by vqbench/sweep_configs.py), Hydra's plugins (``hydra/launcher``)."""
+    from hydra.core.config_store import ConfigStore
+
+    try:
+        entries = ConfigStore.instance().list(key.replace(".", "/"))
+    except OSError:  # Hydra has no such group
+        return None
+    return {name.removesuffix(".yaml") for name in entries if name.endswith(".yaml")}
 
 
 def _is_group(key: str) -> bool:
-    return _group_folder(key).is_dir()
+    return _group_folder(key).is_dir() or (key.startswith("sweep") and _stored_options(key) is not None)
 
 
 def _group_options(key: str) -> list[str]:
-    """A group's options: its files, and for Hydra's groups the plugins' (``hydra/launcher=submitit_local``)."""
+    """A group's options: its files, and for the sweep group and Hydra's groups the ConfigStore's."""
     options = {p.stem for p in _group_folder(key).glob("*.yaml")}
-    if key.startswith("hydra/"):
-        from hydra.core.config_store import ConfigStore
-
-        with contextlib.suppress(OSError):  # OSError: Hydra has no such group
-            options |= {name.removesuffix(".yaml") for name in ConfigStore.instance().list(key)}
+    if key.startswith(("hydra/", "sweep")):
+        options |= _stored_options(key) or set()
     return sorted(options)
 
 
@@ -218,11 +226,8 @@ def _option_sets(key: str) -> list[tuple[str, ...]]:
         sets += [(f"hydra/launcher={o.stem}",) for o in sorted((CONF / "hydra" / "launcher").glob("*.yaml"))]
     elif (CONF / top).is_dir():
         sets += [(f"{top}={o.stem}",) for o in sorted((CONF / top).glob("*.yaml"))]
-    anywhere = [
-        (f"+{group}={o.stem}", o)
-        for group in ("experiment", "sweep")
-        for o in sorted(_group_folder(group).glob("*.yaml"))
-    ]
+    anywhere = [(f"+experiment={o}", CONF / "experiment" / f"{o}.yaml") for o in _group_options("experiment")]
+    anywhere += [(f"+sweep={o}", SWEEPS / f"{o}.yaml") for o in _group_options("sweep")]
     # those whose file names the key first (the order only saves time: every one is tried before giving up)
     anywhere.sort(key=lambda item: top not in item[1].read_text())
     return sets + [(override,) for override, _ in anywhere]
@@ -270,7 +275,7 @@ def _inline_problem(override: str, configs: KnownConfigs) -> str | None:
             else [value]
         )
         missing = [v for v in values if v not in options]
-        return f"no option {missing} in conf/{key}/ (options: {', '.join(options)})" if missing else None
+        return f"no option {missing} in the group {key} (options: {', '.join(options)})" if missing else None
     parent = key.rsplit(".", 1)[0] if "." in key else ""
     for cfg in configs.holding(key):
         if OmegaConf.select(cfg, key, default=_MISSING) is not _MISSING:

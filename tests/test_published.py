@@ -1,4 +1,5 @@
-"""Every published number in ``vqbench.published`` is the source's number in the source's row and column.
+"""Every published number (the ``published:`` block of each sweeps/NAME.yaml, read by ``vqbench.published``) is the
+source's number in the source's row and column.
 
 The sources are transcribed by hand, in their own layout, under ``tests/published_sources/`` (one file per source
 document, with its citation). Each published row is matched to the transcribed row with the same identifying cells,

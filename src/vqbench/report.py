@@ -9,10 +9,11 @@ metrics.json (tokens per image, bits per pixel, compression ratio, training imag
 ``--plot DIR`` also draws every metric against the swept value (``vqbench.plots``), with the published numbers as
 markers when ``--table`` names a table.
 
-With ``--table NAME`` (one of ``vqbench.published``): the published table in its own layout (same rows, same columns),
-each cell "measured / published (difference)"; published rows no job has finished are marked "—", and finished
-jobs that match no published row are appended with "—" for the published side. A measured row that ran fewer steps
-(or epochs) than the table's recipe, or on other data, is marked not comparable, with the reason below the table.
+With ``--table NAME`` (the ``published:`` block of ``sweeps/NAME.yaml``, ``vqbench.published``): the published table
+in its own layout (same rows, same columns), each cell "measured / published (difference)"; published rows no job
+has finished are marked "—", and finished jobs that match no published row are appended with "—" for the published
+side. A measured row that ran fewer steps (or epochs) than the table's recipe, or on other data, is marked not
+comparable, with the reason below the table.
 Partial sweeps give partial tables either way; the jobs that failed (their failed.json: the error and the step) or have
 not finished are listed below the table.
 """
@@ -25,7 +26,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from vqbench.published import Column, PublishedTable, load_table, table_names
+from vqbench.published import Column, PublishedTable, TableError, load_table, table_names
 from vqbench.results import FAILED_FILE, INTERRUPTED_FILE, METRICS_FILE, read_metrics
 
 #: The rFID protocol of metrics.json files written before protocols were recorded: the only one vqbench computed then.
@@ -355,7 +356,11 @@ def published_table(rows: list[dict], table: PublishedTable) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vqbench.report", description=__doc__.splitlines()[0])
     parser.add_argument("directory", type=Path, help="a run or sweep directory (searched recursively)")
-    parser.add_argument("--table", help=f"lay out as a published table: {', '.join(table_names())}")
+    try:
+        tables = ", ".join(table_names())
+    except TableError:  # no sweeps/ folder: --table says so when given
+        tables = "a sweeps/NAME.yaml with a published: block"
+    parser.add_argument("--table", help=f"lay out as a published table: {tables}")
     parser.add_argument("--out", type=Path, help="also write the table to this file")
     parser.add_argument(
         "--efficiency",
@@ -373,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.table is not None:
         try:
             table = load_table(args.table)
-        except KeyError as error:
+        except TableError as error:
             print(f"error: {error.args[0]}", file=sys.stderr)
             return 2
     rows = collect(args.directory)
