@@ -221,3 +221,21 @@ def test_rfids_of_different_protocols_never_share_an_unmarked_column(tmp_path, c
     assert cells[0] == "15.0000 / 15.7079 (-0.7079)"
     assert cells[1] == "15.0000 / 15.8230 (-0.8230) [clean_fid]"
     assert "[clean_fid]: rFID measured under protocol clean_fid, the published rFID under torch_fidelity" in text
+
+
+def test_a_sweeps_jobs_report_in_their_tables_layout_without_table(tmp_path, capsys):
+    """Jobs of ``+sweep=NAME`` carry ``report_table: NAME`` in their config: the report lays them out as that table
+    unless ``--table none`` asks for the plain one; jobs of different tables get the plain table."""
+    table = load_table("celeba64_vq_ema")
+    key_values, _ = table.rows[0]
+    job = _job_for(table, key_values)
+    job["config"] = job.get("config", {}) | {"report_table": "celeba64_vq_ema"}
+    _write_job(tmp_path / "sweep" / "0", job)
+    default = _report(tmp_path, capsys, str(tmp_path / "sweep"))
+    assert table.title in default
+    assert default == _report(tmp_path, capsys, str(tmp_path / "sweep"), "--table", "celeba64_vq_ema")
+    assert table.title not in _report(tmp_path, capsys, str(tmp_path / "sweep"), "--table", "none")
+    other = _job_for(table, key_values)
+    other["config"] = other.get("config", {}) | {"report_table": "celeba64_fsq"}
+    _write_job(tmp_path / "sweep" / "1", other)
+    assert table.title not in _report(tmp_path, capsys, str(tmp_path / "sweep"))

@@ -25,9 +25,10 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from vqbench.build import check_config, reconcile_codebook_size
+from vqbench.build import check_config
 from vqbench.errors import ConfigError
 from vqbench.published import SWEEPS_DIR, TABLE_KEY, load_table, table_names
+from vqbench.quantizer_settings import reconcile_codebook_size
 from vqbench.report import _same, key_value
 from vqbench.report import main as report_main
 from vqbench.results import write_metrics

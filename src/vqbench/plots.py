@@ -19,10 +19,16 @@ from pathlib import Path
 from typing import Any
 
 from vqbench.published import PublishedTable
-from vqbench.report import varying_overrides
 
 #: Figure formats written for every metric.
 FORMATS = ("png", "svg")
+
+
+def varying_overrides(rows: list[dict]) -> list[str]:
+    """The override keys whose value differs between jobs (a key a job lacks counts as its own value): the swept
+    keys of a sweep, in the order the jobs first use them."""
+    keys = list(dict.fromkeys(k for row in rows for k in row["overrides"]))
+    return [k for k in keys if len({row["overrides"].get(k) for row in rows}) > 1]
 
 
 def _number(value: Any) -> float | None:

@@ -1,18 +1,21 @@
 """Turns the metrics.json files under a run or sweep directory into a markdown table.
 
-    python -m vqbench.report multirun/sweeps/celeba64_vq_dim --table celeba64_vq_dim [--out table.md]
+    python -m vqbench.report multirun/sweeps/celeba64_vq_dim [--table celeba64_vq_dim] [--out table.md]
     python -m vqbench.report multirun/2026-11-23/12-00-00 [--out table.md] [--efficiency] [--plot FIGURES_DIR]
 
-Without ``--table``: one row per job, its command-line overrides as columns, then its metrics; a column with the same
+The jobs of a table's sweep (``python run.py -m +sweep=NAME``) name their table (``report_table``), so their report is
+the published layout below without ``--table``; ``--table none`` gives the plain table.
+
+Plain table: one row per job, its command-line overrides as columns, then its metrics; a column with the same
 value in every job is folded into one line above the table. ``--efficiency`` adds the compression and cost columns of
 metrics.json (tokens per image, bits per pixel, compression ratio, training images/s, wall time, peak memory).
 ``--plot DIR`` also draws every metric against the swept value (``vqbench.plots``), with the published numbers as
 markers when ``--table`` names a table.
 
-With ``--table NAME`` (the ``published:`` block of ``sweeps/NAME.yaml``, ``vqbench.published``): the published table
-in its own layout (same rows, same columns), each cell "measured / published (difference)"; published rows no job
-has finished are marked "—", and finished jobs that match no published row are appended with "—" for the published
-side. A measured row that ran fewer steps (or epochs) than the table's recipe, or on other data, is marked not
+Published layout, ``--table NAME`` (the ``published:`` block of ``sweeps/NAME.yaml``, ``vqbench.published``): the
+published table in its own layout (same rows, same columns), each cell "measured / published (difference)"; published
+rows no job has finished are marked "—", and finished jobs that match no published row are appended with "—" for the
+published side. A measured row that ran fewer steps (or epochs) than the table's recipe, or on other data, is marked not
 comparable, with the reason below the table.
 Partial sweeps give partial tables either way; the jobs that failed (their failed.json: the error and the step) or have
 not finished are listed below the table.
@@ -148,13 +151,6 @@ def _efficiency_value(row: dict, path: tuple[str, ...]) -> Any:
             return None
         node = node[part]
     return node
-
-
-def varying_overrides(rows: list[dict]) -> list[str]:
-    """The override keys whose value differs between jobs (a key a job lacks counts as its own value): the swept
-    keys of a sweep, in the order the jobs first use them."""
-    keys = list(dict.fromkeys(k for row in rows for k in row["overrides"]))
-    return [k for k in keys if len({row["overrides"].get(k) for row in rows}) > 1]
 
 
 def markdown_table(rows: list[dict], efficiency: bool = False) -> str:
@@ -353,6 +349,13 @@ def published_table(rows: list[dict], table: PublishedTable) -> str:
     return "\n".join(lines)
 
 
+def sweep_table(rows: list[dict]) -> str | None:
+    """The published table the jobs' sweep reproduces (``report_table`` of sweeps/NAME.yaml, in each job's config),
+    when every job names the same one; else None."""
+    named = {row["config"].get("report_table") for row in rows}
+    return named.pop() if len(named) == 1 else None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vqbench.report", description=__doc__.splitlines()[0])
     parser.add_argument("directory", type=Path, help="a run or sweep directory (searched recursively)")
@@ -360,7 +363,11 @@ def main(argv: list[str] | None = None) -> int:
         tables = ", ".join(table_names())
     except TableError:  # no sweeps/ folder: --table says so when given
         tables = "a sweeps/NAME.yaml with a published: block"
-    parser.add_argument("--table", help=f"lay out as a published table: {tables}")
+    parser.add_argument(
+        "--table",
+        help=f"lay out as a published table: {tables}. Default: the table of the sweep that ran the jobs "
+        "(their report_table), if they share one; 'none' for the plain table",
+    )
     parser.add_argument("--out", type=Path, help="also write the table to this file")
     parser.add_argument(
         "--efficiency",
@@ -374,14 +381,15 @@ def main(argv: list[str] | None = None) -> int:
     if not args.directory.is_dir():
         print(f"error: {args.directory} is not a directory; pass a run or sweep output directory", file=sys.stderr)
         return 2
+    rows = collect(args.directory)
+    name = args.table if args.table is not None else sweep_table(rows)
     table = None
-    if args.table is not None:
+    if name is not None and name != "none":
         try:
-            table = load_table(args.table)
+            table = load_table(name)
         except TableError as error:
             print(f"error: {error.args[0]}", file=sys.stderr)
             return 2
-    rows = collect(args.directory)
     unfinished = unfinished_jobs(args.directory)
     if not rows and table is None and not unfinished:
         print(f"error: no {METRICS_FILE} under {args.directory}; has any job of this sweep finished?", file=sys.stderr)
