@@ -83,6 +83,11 @@ def parse() -> argparse.Namespace:
     )
     parser.add_argument("--details", action="store_true", help="per-tensor gradients and updates of step 0")
     parser.add_argument(
+        "--record",
+        action="store_true",
+        help="write FIXTURE (the original's generator step on seeded parts and centre crops) instead of comparing",
+    )
+    parser.add_argument(
         "--probe",
         action="store_true",
         help="instead of training: one generator step of both implementations on the same weights and batch, "
@@ -327,10 +332,15 @@ def swapped(common: dict, taming: dict, rec: record_vqgan.Recording) -> None:
     )
 
 
-def probe(common: dict, taming: dict, vgg: dict, rec: record_vqgan.Recording) -> None:
-    """One generator step of the original (its modules, the operations of train_vqgan.py's ``train_micro_batch`` and
-    ``calc_adaptive_weight``) and of vqbench (``TokenizerModule.generator_loss``) on the same initial weights and a
-    batch the original's training drew at step 0, compared quantity by quantity."""
+#: The seed each part of the original's tokenizer and discriminator is built under (``--record``; the test rebuilds
+#: vqbench's from the same seeds): the encoder, the decoder, the discriminator, the quantizer (``nn.Embedding``'s
+#: normal init, then U(-1/K, 1/K)), and ``VQModel``'s two 1x1 convolutions (enc2code, then code2dec).
+PART_SEEDS = {"encoder": 0, "decoder": 1, "disc": 2, "quantizer": 3, "convs": 4}
+
+
+def original_parts(common: dict, taming: dict, vgg: dict, seeded: bool):
+    """The original's VQModel, discriminator, LPIPS loss and adversarial loss at these dimensions; with ``seeded``,
+    each part built right after ``torch.manual_seed(PART_SEEDS[part])``."""
     import losses.lpips
     from losses.adversarial import AdversarialLoss
     from models.autoencoder.vqgan_net import Decoder, Encoder
@@ -338,39 +348,44 @@ def probe(common: dict, taming: dict, vgg: dict, rec: record_vqgan.Recording) ->
     from models.quantizer import VectorQuantizer
     from models.vqmodel import VQModel
 
-    import vqbench.quantizers.vq as vq_module
-    import vqbench.training.module as training_module
+    def seed(part):
+        if seeded:
+            torch.manual_seed(PART_SEEDS[part])
 
     record_vqgan.NarrowGroupNorm.groups = common["norm_groups"]
     arch = {k: common[k] for k in ("dim", "dim_mults", "num_res_blocks", "z_channels")}
-    torch.manual_seed(0)
     with mock.patch("torch.nn.GroupNorm", record_vqgan.NarrowGroupNorm):
-        model = VQModel(
-            Encoder(in_channels=3, **arch),
-            Decoder(out_channels=3, **arch),
-            VectorQuantizer(codebook_num=taming["codebook_num"], codebook_dim=taming["codebook_dim"]),
-        )
+        seed("encoder")
+        encoder = Encoder(in_channels=3, **arch)
+        seed("decoder")
+        decoder = Decoder(out_channels=3, **arch)
+    seed("quantizer")
+    quantizer = VectorQuantizer(codebook_num=taming["codebook_num"], codebook_dim=taming["codebook_dim"])
+    seed("convs")
+    model = VQModel(encoder, decoder, quantizer)
+    seed("disc")
     disc = PatchGANDiscriminator(in_channels=3, dim=common["disc_dim"], n_layers=common["disc_layers"])
     with mock.patch.object(losses.lpips.models, "vgg16", lambda pretrained=True, **kw: record_vqgan.seeded_vgg16(vgg)):
         lpips_loss = losses.lpips.LPIPS().eval()
-    adversarial = AdversarialLoss(discriminator=disc, loss_type="hinge")
-    model.load_state_dict(rec.model_init)
-    disc.load_state_dict(rec.disc_init)
-    model_init, disc_init, x = rec.model_init, rec.disc_init, rec.inputs[0]
+    return model, disc, lpips_loss, AdversarialLoss(discriminator=disc, loss_type="hinge")
 
-    # the original: train_vqgan.py train_micro_batch (generator part) and calc_adaptive_weight
+
+def original_generator_step(model, disc, lpips_loss, adversarial, x: torch.Tensor) -> dict:
+    """train_vqgan.py's generator half of ``train_micro_batch`` (disc gradients off, L1 + LPIPS, L_G) and
+    ``calc_adaptive_weight``, observed: z, token ids, each token's nearest-vs-second distance gap, |z|^2, the
+    reconstruction, the logits, the two last-layer gradients, the discriminator's input gradient, λ."""
+    from models.quantizer import VectorQuantizer
+
     seen = {}
     quantizer_forward = VectorQuantizer.forward
 
     def observed_quantizer(self, z, *a, **kw):
         out = quantizer_forward(self, z, *a, **kw)
         flat = z.detach().permute(0, 2, 3, 1).reshape(-1, z.shape[1])
-        dists = (
-            flat.pow(2).sum(1, keepdim=True) + self.codebook.weight.pow(2).sum(1) - 2 * flat @ self.codebook.weight.T
-        )
-        top2 = dists.topk(2, dim=1, largest=False).values
-        seen.update(z=z.detach().clone(), indices=out["indices"].clone(), gap=(top2[:, 1] - top2[:, 0]).clone(),
-                    sq=flat.pow(2).sum(1).clone())  # fmt: skip
+        weight = self.codebook.weight.detach()
+        top2 = (flat.pow(2).sum(1, keepdim=True) + weight.pow(2).sum(1) - 2 * flat @ weight.T).topk(2, largest=False)
+        seen.update(z=flat.clone(), indices=out["indices"].flatten().clone(), sq=flat.pow(2).sum(1).clone())
+        seen["gap"] = top2.values[:, 1] - top2.values[:, 0]
         return out
 
     model.train()
@@ -379,18 +394,42 @@ def probe(common: dict, taming: dict, vgg: dict, rec: record_vqgan.Recording) ->
     with mock.patch.object(VectorQuantizer, "forward", observed_quantizer):
         out = model(x)
     decx = out["decx"]
-    decx.retain_grad()
-    nll = torch.nn.L1Loss()(decx, x) + lpips_loss(decx, x).mean()
+    loss_rec, loss_lpips = torch.nn.L1Loss()(decx, x), lpips_loss(decx, x).mean()
+    nll = loss_rec + loss_lpips  # coef_rec = coef_lpips = 1
     called = []
     hook = disc.register_forward_hook(lambda module, inputs, output: called.append(output.detach()))
     g_loss = adversarial("G", fake_data=decx)  # losses/adversarial.py forward_G: -mean(D(decx))
     hook.remove()
-    (logits_t,) = called
-    assert torch.equal(g_loss, adversarial("G", fake_data=decx)) or True
-    nll_t = torch.autograd.grad(nll, model.last_layer, retain_graph=True)[0]
-    adv_t = torch.autograd.grad(g_loss, model.last_layer, retain_graph=True)[0]
-    dx_t = torch.autograd.grad(g_loss, decx, retain_graph=True)[0]
-    lam_t = float(torch.norm(nll_t) / (torch.norm(adv_t) + 1e-4))
+    nll_grad = torch.autograd.grad(nll, model.last_layer, retain_graph=True)[0]
+    adv_grad = torch.autograd.grad(g_loss, model.last_layer, retain_graph=True)[0]
+    return {
+        **seen,
+        "reconstruction": decx.detach(),
+        "loss_rec": loss_rec.item(),
+        "loss_lpips": loss_lpips.item(),
+        "generator_adversarial": g_loss.item(),
+        "logits": called[0],
+        "nll_grad": nll_grad,
+        "adv_grad": adv_grad,
+        "input_grad": torch.autograd.grad(g_loss, decx, retain_graph=True)[0],
+        "adaptive_weight": float(torch.norm(nll_grad) / (torch.norm(adv_grad) + 1e-4)),
+    }
+
+
+def probe(common: dict, taming: dict, vgg: dict, rec: record_vqgan.Recording) -> None:
+    """One generator step of the original (``original_generator_step``) and of vqbench
+    (``TokenizerModule.generator_loss``) on the original's initial weights and the batch its training drew at step 0,
+    compared quantity by quantity; then with vqbench forced onto the original's token ids."""
+    import vqbench.quantizers.vq as vq_module
+    import vqbench.training.module as training_module
+
+    model, disc, lpips_loss, adversarial = original_parts(common, taming, vgg, seeded=False)
+    model.load_state_dict(rec.model_init)
+    disc.load_state_dict(rec.disc_init)
+    model_init, disc_init, x = rec.model_init, rec.disc_init, rec.inputs[0]
+    theirs = original_generator_step(model, disc, lpips_loss, adversarial, x)
+    seen, decx, logits_t = theirs, theirs["reconstruction"], theirs["logits"]
+    nll_t, adv_t, dx_t, lam_t = (theirs[k] for k in ("nll_grad", "adv_grad", "input_grad", "adaptive_weight"))
 
     adaptive_weight = training_module.adaptive_weight
 
@@ -435,8 +474,7 @@ def probe(common: dict, taming: dict, vgg: dict, rec: record_vqgan.Recording) ->
         if forced is None:
             gaps = seen["gap"][differ]
             ulp = torch.finfo(torch.float32).eps * seen["sq"][differ]
-            flat_z = seen["z"].permute(0, 2, 3, 1).reshape(-1, seen["z"].shape[1])
-            print(f"  z (quantizer input) rel-to-max {rel(o['z'], flat_z):.1e}")
+            print(f"  z (quantizer input) rel-to-max {rel(o['z'], seen['z']):.1e}")
             median_gap, median_sq = float(seen["gap"].median()), float(seen["sq"].median())
             print(
                 f"  token ids differing: {len(differ)} of {len(theirs_ids)}; their nearest-vs-second distance gaps "
@@ -451,6 +489,46 @@ def probe(common: dict, taming: dict, vgg: dict, rec: record_vqgan.Recording) ->
             f"grad G rel-to-max {rel(o['adv'], adv_t):.1e}, |.| rel {rel(o['adv'].norm(), adv_t.norm()):.1e}; "
             f"lambda ours {o['lambda']:.8e} theirs {lam_t:.8e} (rel {rel(o['lambda'], lam_t):.1e})"
         )
+
+
+#: what ``--record`` writes: the original's generator step at full width, for the slow test
+#: tests/test_fidelity_visual_tokenizer_vqgan.py::test_full_width_generator_step_and_adaptive_weight_match
+FIXTURE = "taming_full_width"
+
+
+def record(checkout: Path, common: dict, taming: dict, vgg: dict) -> None:
+    """The original's generator step (``original_generator_step``) on parts built from ``PART_SEEDS`` and a batch of
+    centre crops (``utils/data.py`` ``center_crop_arr``) of the recorder's photographs, written with the per-tensor
+    float64 sums of the initial weights (so the test can check it rebuilt the same networks) to ``FIXTURE``."""
+    import numpy as np
+    from utils.data import center_crop_arr
+
+    from tests.reference.visual_tokenizer.vqgan_common import COMMIT, fixture_path
+
+    model, disc, lpips_loss, adversarial = original_parts(common, taming, vgg, seeded=True)
+    jpegs = record_vqgan.photo_jpegs()
+    crops = [
+        torch.from_numpy(np.asarray(center_crop_arr(record_vqgan.decode(jpegs[name]), common["img_size"])).copy())
+        for name in list(jpegs)[: common["batch_size"]]
+    ]
+    x = torch.stack(crops).permute(0, 3, 1, 2).float() / 127.5 - 1  # ToTensor + Normalize(0.5, 0.5)
+    sums = {
+        part: {k: float(v.double().sum()) for k, v in network.state_dict().items()}
+        for part, network in (("model", model), ("disc", disc))
+    }
+    out = original_generator_step(model, disc, lpips_loss, adversarial, x)
+    out.pop("input_grad")
+    fixture = {
+        "commit": COMMIT,
+        "dimensions": {**common, **{k: taming[k] for k in ("codebook_num", "codebook_dim")}},
+        "part_seeds": PART_SEEDS,
+        "inputs": x,
+        "init_sums": sums,
+        **out,
+    }
+    path = fixture_path(FIXTURE)
+    torch.save(fixture, path)
+    print(f"wrote {path} ({path.stat().st_size / 1e3:.0f} kB)")
 
 
 def main() -> None:
@@ -468,6 +546,9 @@ def main() -> None:
     record_vqgan.NARROWING["taming"] = taming
     print("dimensions:", common, {k: taming[k] for k in ("codebook_num", "codebook_dim")})
     vgg = vgg16_trunk()
+    if args.record:
+        record(checkout, common, taming, vgg)
+        return
     if args.probe:
         common["n_steps"] = 1
     with tempfile.TemporaryDirectory() as tmp:
