@@ -565,12 +565,17 @@ def test_the_sweep_trains_the_recipe_tested_here(case):
 
 # --- full width ----------------------------------------------------------------------------------------------------
 
-#: the full-width generator step (tests/reference/visual_tokenizer/compare_vqgan_adaptive_weight.py --record): before
-#: any update, relative to each tensor's largest (the reconstruction, logits, last-layer gradients) or to the value (the
-#: loss terms, the norms, λ). The same operations in another arrangement (SDPA against bmm-softmax attention, other
-#: summation orders) through 30 convolutions of up to 4,608 terms, the attention over 16 positions and the LPIPS
-#: trunk; 4 x the largest difference measured over ATEN_CPU_CAPABILITY=default/avx2/avx512 x OMP_NUM_THREADS=1/2.
-FULL_WIDTH_RTOL = 1e-4
+#: the full-width generator step (tests/reference/visual_tokenizer/compare_vqgan_adaptive_weight.py --record), before
+#: any update. z, the reconstruction, the logits and the gradient of L_nll at the last layer (relative to each tensor's
+#: largest) and the loss terms (relative): the same operations in another arrangement (SDPA against bmm-softmax
+#: attention, other summation orders) through 30 convolutions of up to 4,608 terms and the LPIPS trunk. Measured 1.3e-04
+FULL_WIDTH_RTOL = 5e-4
+#: the gradient of L_G at the last layer (relative to its largest) passes the discriminator's backward, where BatchNorm
+#: spreads a LeakyReLU input within rounding of 0 that takes the other slope over the whole batch (the original alone
+#: moves by 6.4e-3 between 1 and 2 threads; docs/recipes.md). Measured 7.2e-03
+FULL_WIDTH_ADVERSARIAL_GRADIENT_ATOL = 3e-2
+#: ‖∇L_G‖ and λ, relative. Measured 4.2e-04
+FULL_WIDTH_ADAPTIVE_RTOL = 2e-3
 #: token ids are compared where the original's nearest and second-nearest codes are more than this many ulp(|z|^2)
 #: apart: z differs by float rounding between the two (5.6e-7 of its largest measured), and the distance
 #: |z|^2 + |e|^2 - 2 z.e rounds at ulp(|z|^2), so closer codes may swap on either side (docs/recipes.md)
@@ -661,7 +666,7 @@ def test_full_width_generator_step_and_adaptive_weight_match():
     ):
         _, reconstruction, terms = module.generator_loss(recorded["inputs"], 0)
     z_bound = FULL_WIDTH_RTOL * float(recorded["z"].abs().max())
-    close(seen["z"], recorded["z"], rtol=0, atol=z_bound, what="z", kind="FULL_WIDTH")
+    close(seen["z"], recorded["z"], rtol=0, atol=z_bound, what="z", kind="FULL_WIDTH_RTOL")
     clear = recorded["gap"] > TIE_ULPS * EPS * recorded["sq"]
     assert torch.equal(seen["indices"][clear], recorded["indices"][clear]), "token ids"
     for ours, key in [

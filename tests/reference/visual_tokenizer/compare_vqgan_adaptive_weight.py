@@ -71,7 +71,7 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--disc-dim", type=int)
     parser.add_argument("--size", type=int, default=32, help="crop size in pixels")
     parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--start-adv", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument(
@@ -412,6 +412,8 @@ def original_generator_step(model, disc, lpips_loss, adversarial, x: torch.Tenso
         "nll_grad": nll_grad,
         "adv_grad": adv_grad,
         "input_grad": torch.autograd.grad(g_loss, decx, retain_graph=True)[0],
+        "l1_grad": torch.autograd.grad(loss_rec, model.last_layer, retain_graph=True)[0],
+        "lpips_grad": torch.autograd.grad(loss_lpips, model.last_layer, retain_graph=True)[0],
         "adaptive_weight": float(torch.norm(nll_grad) / (torch.norm(adv_grad) + 1e-4)),
     }
 
@@ -463,6 +465,9 @@ def probe(common: dict, taming: dict, vgg: dict, rec: record_vqgan.Recording) ->
             _, _, terms = module.generator_loss(x, 10**9)
         got["dx"] = torch.autograd.grad(terms["generator_adversarial"], got["decx"], retain_graph=True)[0]
         got["lambda"] = float(terms["adaptive_weight"])
+        last_layer = module.tokenizer.decoder.last_layer
+        for term, key in (("reconstruction", "l1_grad"), ("perceptual", "lpips_grad")):
+            got[key] = torch.autograd.grad(terms[term], last_layer, retain_graph=True)[0]
         return got
 
     theirs_ids = seen["indices"].flatten()
@@ -485,6 +490,9 @@ def probe(common: dict, taming: dict, vgg: dict, rec: record_vqgan.Recording) ->
             f"  reconstruction rel-to-max {rel(o['decx'], decx):.1e}; "
             f"logits rel-to-max {rel(o['logits'], logits_t):.1e}; "
             f"D input gradient rel-to-max {rel(o['dx'], dx_t):.1e}\n"
+            f"  grad L1 rel-to-max {rel(o['l1_grad'], theirs['l1_grad']):.1e} (signs of the residual differing: "
+            f"{int(((o['decx'] - x).sign() != (decx - x).sign()).sum())} of {x.numel()}); "
+            f"grad LPIPS rel-to-max {rel(o['lpips_grad'], theirs['lpips_grad']):.1e}\n"
             f"  grad nll rel-to-max {rel(o['nll'], nll_t):.1e}, |.| rel {rel(o['nll'].norm(), nll_t.norm()):.1e}; "
             f"grad G rel-to-max {rel(o['adv'], adv_t):.1e}, |.| rel {rel(o['adv'].norm(), adv_t.norm()):.1e}; "
             f"lambda ours {o['lambda']:.8e} theirs {lam_t:.8e} (rel {rel(o['lambda'], lam_t):.1e})"
@@ -517,7 +525,8 @@ def record(checkout: Path, common: dict, taming: dict, vgg: dict) -> None:
         for part, network in (("model", model), ("disc", disc))
     }
     out = original_generator_step(model, disc, lpips_loss, adversarial, x)
-    out.pop("input_grad")
+    for diagnostic in ("input_grad", "l1_grad", "lpips_grad"):
+        out.pop(diagnostic)
     fixture = {
         "commit": COMMIT,
         "dimensions": {**common, **{k: taming[k] for k in ("codebook_num", "codebook_dim")}},
