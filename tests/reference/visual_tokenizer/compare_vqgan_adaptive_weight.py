@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import io
 import sys
 import tempfile
@@ -86,6 +87,12 @@ def parse() -> argparse.Namespace:
         "--record",
         action="store_true",
         help="write FIXTURE (the original's generator step on seeded parts and centre crops) instead of comparing",
+    )
+    parser.add_argument(
+        "--self-check",
+        action="store_true",
+        help="how far the original disagrees with itself (1 against 2 threads; its discriminator in float32 against "
+        "float64) on the inputs of --record",
     )
     parser.add_argument(
         "--probe",
@@ -504,22 +511,70 @@ def probe(common: dict, taming: dict, vgg: dict, rec: record_vqgan.Recording) ->
 FIXTURE = "taming_full_width"
 
 
-def record(checkout: Path, common: dict, taming: dict, vgg: dict) -> None:
-    """The original's generator step (``original_generator_step``) on parts built from ``PART_SEEDS`` and a batch of
-    centre crops (``utils/data.py`` ``center_crop_arr``) of the recorder's photographs, written with the per-tensor
-    float64 sums of the initial weights (so the test can check it rebuilt the same networks) to ``FIXTURE``."""
+def centre_crops(common: dict) -> torch.Tensor:
+    """The first ``batch_size`` of the recorder's photographs, centre-cropped by the original's ``center_crop_arr``
+    and scaled to [-1, 1] as its ToTensor + Normalize(0.5, 0.5)."""
     import numpy as np
     from utils.data import center_crop_arr
 
-    from tests.reference.visual_tokenizer.vqgan_common import COMMIT, fixture_path
-
-    model, disc, lpips_loss, adversarial = original_parts(common, taming, vgg, seeded=True)
     jpegs = record_vqgan.photo_jpegs()
     crops = [
         torch.from_numpy(np.asarray(center_crop_arr(record_vqgan.decode(jpegs[name]), common["img_size"])).copy())
         for name in list(jpegs)[: common["batch_size"]]
     ]
-    x = torch.stack(crops).permute(0, 3, 1, 2).float() / 127.5 - 1  # ToTensor + Normalize(0.5, 0.5)
+    return torch.stack(crops).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+def self_check(common: dict, taming: dict, vgg: dict) -> None:
+    """How far the original disagrees with itself, on the seeded parts and centre crops of ``--record``: its generator
+    step with 1 thread against 2, and its discriminator's input gradient (L_G = -mean D(x̂) on its reconstruction) in
+    float32 against float64, with the LeakyReLU inputs that change sign."""
+    model, disc, lpips_loss, adversarial = original_parts(common, taming, vgg, seeded=True)
+    x = centre_crops(common)
+    threads = torch.get_num_threads()
+    runs = {}
+    for n in (1, 2):
+        torch.set_num_threads(n)
+        runs[n] = original_generator_step(model, disc, lpips_loss, adversarial, x)
+    torch.set_num_threads(threads)
+    keys = ["z", "reconstruction", "logits", "input_grad", "adv_grad", "nll_grad", "l1_grad", "lpips_grad"]
+    print("the original, 1 thread against 2 (relative to the largest):")
+    print("  " + ", ".join(f"{k} {rel(runs[1][k], runs[2][k]):.1e}" for k in keys))
+    print(f"  lambda {rel(runs[1]['adaptive_weight'], runs[2]['adaptive_weight']):.1e}; token ids equal: "
+          f"{torch.equal(runs[1]['indices'], runs[2]['indices'])}")  # fmt: skip
+
+    reconstruction, results = runs[2]["reconstruction"], {}
+    for dtype in (torch.float32, torch.float64):
+        network = copy.deepcopy(disc).to(dtype).requires_grad_(False)
+        inputs = []
+        for layer in network.seq:
+            if isinstance(layer, torch.nn.LeakyReLU):
+                layer.register_forward_pre_hook(lambda m, args, inputs=inputs: inputs.append(args[0].double()))
+        images = reconstruction.to(dtype).requires_grad_(True)
+        logits = network(images)
+        (grad,) = torch.autograd.grad(-logits.mean(), images)
+        results[dtype] = (logits.double(), grad.double(), inputs)
+    (logits32, grad32, in32), (logits64, grad64, in64) = results[torch.float32], results[torch.float64]
+    changed = [(a > 0) != (b > 0) for a, b in zip(in64, in32, strict=True)]
+    at = [f"{float(a[c].abs().max()):.1e}" for a, c in zip(in64, changed, strict=True) if c.any()]
+    moved = (grad32 - grad64).abs() > 1e-3 * grad64.abs().max()
+    images = moved.flatten(1).any(1).nonzero().flatten().tolist()
+    print("the original's discriminator, float32 against float64 on the same reconstruction:")
+    print(
+        f"  logits {rel(logits32, logits64):.1e}; input gradient {rel(grad32, grad64):.1e}, {int(moved.sum())} of "
+        f"{moved.numel()} elements moved by more than 1e-3 of the largest, in images {images}; LeakyReLU inputs "
+        f"changing sign per layer {[int(c.sum()) for c in changed]} of {[c.numel() for c in changed]}, at |input| {at}"
+    )
+
+
+def record(checkout: Path, common: dict, taming: dict, vgg: dict) -> None:
+    """The original's generator step (``original_generator_step``) on parts built from ``PART_SEEDS`` and a batch of
+    centre crops (``utils/data.py`` ``center_crop_arr``) of the recorder's photographs, written with the per-tensor
+    float64 sums of the initial weights (so the test can check it rebuilt the same networks) to ``FIXTURE``."""
+    from tests.reference.visual_tokenizer.vqgan_common import COMMIT, fixture_path
+
+    model, disc, lpips_loss, adversarial = original_parts(common, taming, vgg, seeded=True)
+    x = centre_crops(common)
     sums = {
         part: {k: float(v.double().sum()) for k, v in network.state_dict().items()}
         for part, network in (("model", model), ("disc", disc))
@@ -557,6 +612,9 @@ def main() -> None:
     vgg = vgg16_trunk()
     if args.record:
         record(checkout, common, taming, vgg)
+        return
+    if args.self_check:
+        self_check(common, taming, vgg)
         return
     if args.probe:
         common["n_steps"] = 1
