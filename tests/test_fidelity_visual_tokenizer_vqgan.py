@@ -12,6 +12,9 @@ discriminator's logits call by call (before and after the adversarial start step
 with at the first step and at the first adversarial step, the weights of both networks (and BatchNorm's running
 statistics) after the steps, then the evaluation path (indices, PSNR, SSIM, LPIPS, the PNG pixels rFID reads, codebook
 usage, perplexity) and the ImageNet crops of real photographs.
+The narrow networks cannot show what only the published widths have (32 GroupNorm groups, the attention's width,
+K = 1024): the slow ``test_full_width_generator_step_and_adaptive_weight_match`` compares one generator step of the
+published taming network on seeded weights (``compare_vqgan_adaptive_weight.py --record``).
 
 Tolerances: the constants below, each with its derivation. Both sides compute in float32 with the same operations in
 a different arrangement (SDPA against bmm-softmax attention, addmm distances, other summation orders, and whichever

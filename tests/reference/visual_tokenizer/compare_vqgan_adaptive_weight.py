@@ -584,7 +584,10 @@ def record(checkout: Path, common: dict, taming: dict, vgg: dict) -> None:
         out.pop(diagnostic)
     fixture = {
         "commit": COMMIT,
-        "dimensions": {**common, **{k: taming[k] for k in ("codebook_num", "codebook_dim")}},
+        "dimensions": {
+            **{k: v for k, v in common.items() if k not in ("n_steps", "start_adv")},  # one step, adversarial
+            **{k: taming[k] for k in ("codebook_num", "codebook_dim")},
+        },
         "part_seeds": PART_SEEDS,
         "inputs": x,
         "init_sums": sums,
