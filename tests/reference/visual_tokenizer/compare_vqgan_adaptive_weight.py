@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 from tests.reference.visual_tokenizer import record_vqgan  # noqa: E402
 from tests.reference.visual_tokenizer.vqgan_common import load_trunk, vgg16_trunk  # noqa: E402
 
-#: the published taming config (configs/imagenet256/vqgan-taming.yaml) at the sizes this script can run on a CPU
+#: the published taming widths (configs/imagenet256/vqgan-taming.yaml); the crop size and batch stay options
 FULL = {
     "dim": 128,
     "dim_mults": [1, 1, 2, 2, 4],
