@@ -12,6 +12,9 @@ discriminator's logits call by call (before and after the adversarial start step
 with at the first step and at the first adversarial step, the weights of both networks (and BatchNorm's running
 statistics) after the steps, then the evaluation path (indices, PSNR, SSIM, LPIPS, the PNG pixels rFID reads, codebook
 usage, perplexity) and the ImageNet crops of real photographs.
+The narrow networks cannot show what only the published widths have (32 GroupNorm groups, the attention's width,
+K = 1024): the slow ``test_full_width_generator_step_and_adaptive_weight_match`` compares one generator step of the
+published taming network on seeded weights (``compare_vqgan_adaptive_weight.py --record``).
 
 Tolerances: the constants below, each with its derivation. Both sides compute in float32 with the same operations in
 a different arrangement (SDPA against bmm-softmax attention, addmm distances, other summation orders, and whichever
@@ -152,6 +155,8 @@ def fixture(name: str) -> dict:
     path = fixture_path(recipe, TABLES[table])
     if not path.is_file():
         recorder = "record_vqgan.py" if table == "351d29d" else f"record_vqgan_{table}.py"
+        if recipe == "taming_full_width":
+            recorder = "compare_vqgan_adaptive_weight.py CHECKOUT --full --size 64 --record"
         pytest.skip(f"{path.name} is missing; record it with tests/reference/visual_tokenizer/{recorder}")
     recorded = torch.load(path, weights_only=True)
     assert recorded["commit"] == TABLES[table]
@@ -559,6 +564,133 @@ def test_the_sweep_trains_the_recipe_tested_here(case):
         assert swept[key] == alone[key], key
     params = OmegaConf.load(compose_cfg.__globals__["CONF"].parent / "sweeps" / f"{sweep}.yaml").hydra.sweeper.params
     assert experiment(case) in params["+experiment"].split(",")
+
+
+# --- full width ----------------------------------------------------------------------------------------------------
+
+#: the full-width generator step (tests/reference/visual_tokenizer/compare_vqgan_adaptive_weight.py --record), before
+#: any update. z, the reconstruction, the logits and the gradient of L_nll at the last layer (relative to each tensor's
+#: largest) and the loss terms (relative): the same operations in another arrangement (SDPA against bmm-softmax
+#: attention, other summation orders) through 30 convolutions of up to 4,608 terms and the LPIPS trunk. Measured 1.3e-04
+FULL_WIDTH_RTOL = 5e-4
+#: the gradient of L_G at the last layer (relative to its largest) passes the discriminator's backward, where BatchNorm
+#: spreads a LeakyReLU input within rounding of 0 that takes the other slope over the whole batch (the original alone
+#: moves by 6.4e-3 between 1 and 2 threads; docs/recipes.md). Measured 7.2e-03
+FULL_WIDTH_ADVERSARIAL_GRADIENT_ATOL = 3e-2
+#: ‖∇L_G‖ and λ, relative. Measured 4.2e-04
+FULL_WIDTH_ADAPTIVE_RTOL = 2e-3
+#: token ids are compared where the original's nearest and second-nearest codes are more than this many ulp(|z|^2)
+#: apart: z differs by float rounding between the two (5.6e-7 of its largest measured), and the distance
+#: |z|^2 + |e|^2 - 2 z.e rounds at ulp(|z|^2), so closer codes may swap on either side (docs/recipes.md)
+TIE_ULPS = 64
+
+
+def seeded_full_width_module(recorded: dict):
+    """vqbench's taming 351d29d module at the recorded (published) widths, each part rebuilt from the seed the
+    recorder built the original's under (``PART_SEEDS``), with the seeded LPIPS trunk."""
+    n, seeds = recorded["dimensions"], recorded["part_seeds"]
+    cfg = compose_cfg(
+        [
+            "+experiment=imagenet256_vqgan_taming_351d29d",
+            f"data.resolution={n['img_size']}",
+            f"data.batch_size={n['batch_size']}",
+            "loss.adversarial.start_step=0",
+            "loss.perceptual.pretrained=false",
+        ]
+    )
+    assert (cfg.model.channels, list(cfg.model.channel_mult), cfg.model.norm_groups) == (
+        n["dim"],
+        n["dim_mults"],
+        n["norm_groups"],
+    ), "the recording is of the published widths"
+    with mock.patch("torchvision.models.vgg16", trunk_only_vgg16):
+        module = build_training_module(cfg)
+    load_trunk(module.perceptual.lpips.net, vgg16_weights())
+    tokenizer = module.tokenizer
+    for part in ("encoder", "decoder"):
+        torch.manual_seed(seeds[part])
+        getattr(tokenizer, part).load_state_dict(instantiate(cfg.model[part]).state_dict())
+    torch.manual_seed(
+        seeds["quantizer"]
+    )  # models/quantizer/quantizer.py: nn.Embedding (normal init), then U(-1/K, 1/K)
+    codebook = torch.nn.Embedding(cfg.codebook.size, cfg.codebook.dim).weight.detach()
+    torch.nn.init.uniform_(codebook, -1 / cfg.codebook.size, 1 / cfg.codebook.size)
+    tokenizer.quantizer.codebook.data.copy_(codebook)
+    torch.manual_seed(seeds["convs"])  # models/vqmodel.py: enc2code, then code2dec
+    for conv in (tokenizer.pre_quant, tokenizer.post_quant):
+        conv.load_state_dict(torch.nn.Conv2d(conv.in_channels, conv.out_channels, 1).state_dict())
+    torch.manual_seed(seeds["disc"])
+    module.discriminator.load_state_dict(
+        PatchDiscriminator(in_channels=cfg.data.channels, **cfg.loss.discriminator).state_dict()
+    )
+    return module
+
+
+@pytest.mark.slow
+def test_full_width_generator_step_and_adaptive_weight_match():
+    """The published taming network (width 128, levels [1, 1, 2, 2, 4], GroupNorm(32), attention at the lowest level,
+    z 256, K 1024, the 64-wide PatchGAN) on 64-pixel crops: before any update, one generator step of vqbench gives the
+    original's token ids, reconstruction, logits, loss terms, last-layer gradients of L_nll and L_G and λ. (The narrow
+    tests cannot see what only full width has: 32 groups, the attention's width, K = 1024 near-ties.)"""
+    recorded = fixture("taming_full_width")
+    module = seeded_full_width_module(recorded)
+    tokenizer, disc = module.tokenizer, module.discriminator
+    originals = {"model": key_map(list(recorded["init_sums"]["model"]), list(tokenizer.state_dict()), TOKENIZER_PARTS)}
+    originals["disc"] = disc_map(disc, recorded["init_sums"]["disc"])
+    for owner, network in (("model", tokenizer), ("disc", disc)):
+        ours = network.state_dict()
+        for name, total in recorded["init_sums"][owner].items():
+            tensor = ours[originals[owner][name]]  # a sum of n weights each within INIT_ATOL of the original's
+            bound = tensor.numel() * INIT_ATOL * float(tensor.abs().max()) + 1e-12
+            close(tensor.double().sum(), total, rtol=0, atol=bound, what=f"initial {owner} {name}", kind="INIT")
+
+    import vqbench.quantizers.vq as vq_module
+    import vqbench.training.module as training_module
+
+    seen, nearest, weight = {}, vq_module.nearest_code, training_module.adaptive_weight
+
+    def observed_nearest(z, codebook, *args, **kwargs):
+        seen["z"], seen["indices"] = z.clone(), nearest(z, codebook, *args, **kwargs)
+        return recorded["indices"]  # the original's ids: a near-tie may go either way (TIE_ULPS)
+
+    def observed_weight(nll, g_loss, last_layer):
+        seen["nll_grad"], seen["adv_grad"] = (
+            torch.autograd.grad(v, last_layer, retain_graph=True)[0] for v in (nll, g_loss)
+        )
+        return weight(nll, g_loss, last_layer)
+
+    logits = []
+    disc.register_forward_hook(lambda m, i, output: logits.append(output.detach()))
+    module.train()
+    disc.requires_grad_(False)  # as the generator step runs (toggle_optimizer)
+    with (
+        mock.patch.object(vq_module, "nearest_code", observed_nearest),
+        mock.patch.object(training_module, "adaptive_weight", observed_weight),
+    ):
+        _, reconstruction, terms = module.generator_loss(recorded["inputs"], 0)
+    z_bound = FULL_WIDTH_RTOL * float(recorded["z"].abs().max())
+    close(seen["z"], recorded["z"], rtol=0, atol=z_bound, what="z", kind="FULL_WIDTH_RTOL")
+    clear = recorded["gap"] > TIE_ULPS * EPS * recorded["sq"]
+    assert torch.equal(seen["indices"][clear], recorded["indices"][clear]), "token ids"
+    for ours, key in [
+        (reconstruction, "reconstruction"),
+        (logits[0], "logits"),
+        (seen["nll_grad"], "nll_grad"),
+        (seen["adv_grad"], "adv_grad"),
+    ]:
+        theirs = recorded[key]
+        close(
+            ours, theirs, rtol=0, atol=FULL_WIDTH_RTOL * float(theirs.abs().max()), what=key, kind=f"FULL_WIDTH {key}"
+        )
+    for ours, theirs, what in [
+        (terms["reconstruction"], recorded["loss_rec"], "L1"),
+        (terms["perceptual"], recorded["loss_lpips"], "LPIPS"),
+        (terms["generator_adversarial"], recorded["generator_adversarial"], "L_G"),
+        (seen["nll_grad"].norm(), recorded["nll_grad"].norm(), "|grad L_nll|"),
+        (seen["adv_grad"].norm(), recorded["adv_grad"].norm(), "|grad L_G|"),
+        (terms["adaptive_weight"], recorded["adaptive_weight"], "adaptive weight"),
+    ]:
+        close(ours, theirs, rtol=FULL_WIDTH_RTOL, what=what, kind=f"FULL_WIDTH {what}")
 
 
 # --- initialisation and LPIPS ------------------------------------------------------------------------------------
