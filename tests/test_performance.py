@@ -180,7 +180,17 @@ def test_tf32_switches_matmuls_and_convolutions_but_never_the_quantizer(restore_
     assert torch.get_float32_matmul_precision() == "highest" and not torch.backends.cudnn.allow_tf32
 
 
+#: Under ATEN_CPU_CAPABILITY=default, PyTorch's inductor still writes vectorised C++ (at::vec, transpose_mxn) for this
+#: CPU but compiles it without the vector headers ("'at::vec' has not been declared", torch 2.14.1): a limitation of the
+#: compiler under the forced scalar kernels, not of vqbench; on the CPU's own capability the test runs.
+INDUCTOR_NEEDS_VECTOR_KERNELS = pytest.mark.skipif(
+    torch.backends.cpu.get_cpu_capability() == "DEFAULT",
+    reason="inductor's generated CPU kernels do not compile under ATEN_CPU_CAPABILITY=default (at::vec undeclared)",
+)
+
+
 @pytest.mark.slow
+@INDUCTOR_NEEDS_VECTOR_KERNELS
 @pytest.mark.parametrize("adaptive", [True, False])
 def test_compile_trains_like_the_plain_path_and_keeps_the_quantizer_in_fp32(plain, adaptive):
     reference = plain if adaptive else _train("loss.adversarial.adaptive=false")
