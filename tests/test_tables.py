@@ -94,14 +94,8 @@ def compose_job(overrides: list[str]) -> dict[str, Any]:
 
 
 def _has_key(job: dict[str, Any], key: str) -> bool:
-    if key.startswith("choice:"):
-        return key.removeprefix("choice:") in job["choices"]
-    node: Any = job["config"]
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return False
-        node = node[part]
-    return True
+    absent = object()
+    return key_value(job, key, missing=absent) is not absent
 
 
 def contract_problems(name: str, folder: Path = SWEEPS_DIR) -> list[str]:

@@ -192,14 +192,15 @@ def _format_or_missing(value: Any) -> str:
 # --- the published layout ------------------------------------------------------------------------------------------
 
 
-def key_value(row: dict, key: str) -> Any:
-    """A job's value for a table key: ``choice:GROUP`` (the composed option) or a dotted key of its config."""
+def key_value(row: dict, key: str, missing: Any = None) -> Any:
+    """A job's value for a table key: ``choice:GROUP`` (the composed option) or a dotted key of its config;
+    ``missing`` where the job has no such key."""
     if key.startswith("choice:"):
-        return row["choices"].get(key.removeprefix("choice:"))
+        return row["choices"].get(key.removeprefix("choice:"), missing)
     node: Any = row["config"]
     for part in key.split("."):
         if not isinstance(node, dict) or part not in node:
-            return None
+            return missing
         node = node[part]
     return node
 
