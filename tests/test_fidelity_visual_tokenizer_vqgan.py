@@ -247,6 +247,22 @@ def disc_map(module, original_keys) -> dict[str, str]:
 # --- training --------------------------------------------------------------------------------------------------
 
 
+def training_steps(max_steps: int, observer) -> Trainer:
+    """A Lightning trainer that only takes the training steps (no validation, logging, checkpoints or bars), on the
+    CPU, with ``observer`` as its one callback."""
+    return Trainer(
+        accelerator="cpu",
+        max_steps=max_steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        callbacks=[observer],
+    )
+
+
 class Observer(Callback):
     """Keeps what vqbench's training_step passes through, step by step (passive: returns what it is given)."""
 
@@ -350,17 +366,7 @@ def trained(case: str):
     load_mapped(module.discriminator, recorded["disc_init"], disc_map(module.discriminator, recorded["disc_init"]))
     load_trunk(module.perceptual.lpips.net, vgg16_weights())
     observer = Observer(module, gradient_steps=set(recorded["gradients"]))
-    trainer = Trainer(
-        accelerator="cpu",
-        max_steps=cfg.trainer.max_steps,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        callbacks=[observer],
-    )
+    trainer = training_steps(cfg.trainer.max_steps, observer)
     trainer.fit(module, DataLoader(list(recorded["inputs"]), batch_size=None))
     assert trainer.global_step == recorded["steps"]
     return module, observer, mapping, cfg

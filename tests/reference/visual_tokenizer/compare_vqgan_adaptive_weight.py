@@ -197,12 +197,11 @@ def build_vqbench(common: dict, taming: dict, model_state: dict, disc_state: dic
 
 
 def run_vqbench(common: dict, taming: dict, rec: record_vqgan.Recording):
-    from lightning import Trainer
     from torch.utils.data import DataLoader
 
     import vqbench.quantizers.vq as vq_module
     import vqbench.training.module as training_module
-    from tests.test_fidelity_visual_tokenizer_vqgan import Observer
+    from tests.test_fidelity_visual_tokenizer_vqgan import Observer, training_steps
 
     module, cfg = build_vqbench(common, taming, rec.model_init, rec.disc_init)
     observer = Observer(module, gradient_steps={0})
@@ -221,17 +220,7 @@ def run_vqbench(common: dict, taming: dict, rec: record_vqgan.Recording):
         last_layer_gradients[observer.step] = [g.detach().clone() for g in grads]
         return original_adaptive_weight(nll, g_loss, last_layer)
 
-    trainer = Trainer(
-        accelerator="cpu",
-        max_steps=cfg.trainer.max_steps,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        callbacks=[observer],
-    )
+    trainer = training_steps(cfg.trainer.max_steps, observer)
     with (
         mock.patch.object(training_module, "adaptive_weight", observed_adaptive_weight),
         mock.patch.object(vq_module, "nearest_code", observed_nearest),
